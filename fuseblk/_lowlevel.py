@@ -1,0 +1,208 @@
+"""What pyfuse3 3.5 does not expose, added to its libfuse session with ctypes.
+
+pyfuse3 registers no ``fallocate`` handler, so the kernel's FUSE_FALLOCATE (a loop device's
+discard and write-zeroes, ``fallocate --punch-hole``) would get ENOSYS, and it gives no access
+to ``fuse_conn_info`` in the INIT handshake (max_background, splice, atomic O_TRUNC).
+
+libfuse copies the ``fuse_lowlevel_ops`` table into its ``struct fuse_session`` in
+``fuse_session_new``, and the kernel's INIT request is only processed once the main loop runs.
+So between ``pyfuse3.init()`` and ``pyfuse3.main()`` we
+
+1. find pyfuse3's (static, but not stripped) ``session`` pointer and ``fuse_ops`` table through
+   the module's ELF symbol table,
+2. find the session's copy of the table by comparing memory with pyfuse3's own table, and
+3. write two function pointers into that copy: ``init`` (pyfuse3's behaviour plus our
+   connection settings) and ``fallocate``.
+
+The slot offsets come from ``fuse_lowlevel_ops``, part of libfuse 3's stable ABI; every step is
+checked (pointers where pyfuse3 put them, the slots we fill still empty) and on any mismatch
+nothing is written and the caller gets an exception to log: the mount then works without
+discard.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import pyfuse3
+
+log = logging.getLogger(__name__)
+
+PTR = ctypes.sizeof(ctypes.c_void_p)
+
+# Slot indices in struct fuse_lowlevel_ops (libfuse 3.x, include/fuse_lowlevel.h).
+_OPS_FIELDS = (
+    "init destroy lookup forget getattr setattr readlink mknod mkdir unlink rmdir symlink "
+    "rename link open read write flush release fsync opendir readdir releasedir fsyncdir "
+    "statfs setxattr getxattr listxattr removexattr access create getlk setlk bmap ioctl "
+    "poll write_buf retrieve_reply forget_multi flock fallocate readdirplus copy_file_range "
+    "lseek"
+).split()
+SLOT = {name: i for i, name in enumerate(_OPS_FIELDS)}
+_COMPARE_SLOTS = SLOT["fallocate"] + 2  # init .. readdirplus: all set by pyfuse3 or NULL
+
+# fuse_common.h capability bits
+FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3
+FUSE_CAP_EXPORT_SUPPORT = 1 << 4
+FUSE_CAP_SPLICE_READ = 1 << 9
+FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
+FUSE_CAP_ASYNC_DIO = 1 << 15
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+FUSE_CAP_POSIX_ACL = 1 << 19
+
+
+class FuseConnInfo(ctypes.Structure):
+    _fields_ = [
+        ("proto_major", ctypes.c_uint),
+        ("proto_minor", ctypes.c_uint),
+        ("max_write", ctypes.c_uint),
+        ("max_read", ctypes.c_uint),
+        ("max_readahead", ctypes.c_uint),
+        ("capable", ctypes.c_uint),
+        ("want", ctypes.c_uint),
+        ("max_background", ctypes.c_uint),
+        ("congestion_threshold", ctypes.c_uint),
+        ("time_gran", ctypes.c_uint),
+        ("reserved", ctypes.c_uint * 22),
+    ]
+
+
+INIT_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(FuseConnInfo))
+FALLOCATE_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                  ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
+
+
+def _elf_symbols(path: str, wanted: set[str]) -> dict[str, int]:
+    """st_value of the named symbols from an ELF64 little-endian file's .symtab."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise RuntimeError(f"{path}: not an ELF64 little-endian object")
+    e_shoff, = struct.unpack_from("<Q", data, 0x28)
+    e_shentsize, e_shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, e_shoff + i * e_shentsize)
+                for i in range(e_shnum)]
+    found: dict[str, int] = {}
+    for sh in sections:
+        if sh[1] != 2:  # SHT_SYMTAB
+            continue
+        sym_off, sym_size, link, entsize = sh[4], sh[5], sh[6], sh[9]
+        str_off = sections[link][4]
+        for pos in range(sym_off, sym_off + sym_size, entsize):
+            st_name, _info, _other, _shndx, st_value, _st_size = struct.unpack_from(
+                "<IBBHQQ", data, pos)
+            end = data.index(b"\0", str_off + st_name)
+            name = data[str_off + st_name:end].decode("ascii", "replace")
+            if name in wanted:
+                found[name] = st_value
+    missing = wanted - found.keys()
+    if missing:
+        raise RuntimeError(f"{path}: symbols not found (stripped build?): {sorted(missing)}")
+    return found
+
+
+@dataclass
+class _PyFuse3Addresses:
+    session_var: int  # address of pyfuse3's `session` (a struct fuse_session *)
+    fuse_ops: int     # address of pyfuse3's static struct fuse_lowlevel_ops
+
+
+_addresses: Optional[_PyFuse3Addresses] = None
+
+
+def _pyfuse3_addresses() -> _PyFuse3Addresses:
+    global _addresses
+    if _addresses is None:
+        so = pyfuse3.__file__
+        syms = _elf_symbols(so, {"PyInit_pyfuse3", "__pyx_v_7pyfuse3_session",
+                                 "__pyx_v_7pyfuse3_fuse_ops"})
+        lib = ctypes.CDLL(so)  # the already loaded module: dlopen returns its handle
+        base = ctypes.cast(lib.PyInit_pyfuse3, ctypes.c_void_p).value - syms["PyInit_pyfuse3"]
+        _addresses = _PyFuse3Addresses(base + syms["__pyx_v_7pyfuse3_session"],
+                                       base + syms["__pyx_v_7pyfuse3_fuse_ops"])
+    return _addresses
+
+
+_libfuse = ctypes.CDLL(ctypes.util.find_library("fuse3") or "libfuse3.so.3")
+fuse_reply_err = _libfuse.fuse_reply_err
+fuse_reply_err.argtypes = [ctypes.c_void_p, ctypes.c_int]
+fuse_reply_err.restype = ctypes.c_int
+
+# The patched callbacks must outlive the session: keep references here.
+_keepalive: list = []
+
+
+def patch_session(on_init: Callable[[FuseConnInfo], None],
+                  on_fallocate: Callable[[int, int, int, int], None]) -> None:
+    """Install ``init`` and ``fallocate`` into the current pyfuse3 session's op table.
+
+    Call after ``pyfuse3.init()`` and before ``pyfuse3.main()``. ``on_init(conn)`` is called
+    in the INIT handshake after pyfuse3's own settings have been applied;
+    ``on_fallocate(req, mode, offset, length)`` must eventually reply to ``req`` with
+    :func:`fuse_reply_err`. Raises RuntimeError (changing nothing) if the layout is not the
+    one expected.
+    """
+    addrs = _pyfuse3_addresses()
+    session = ctypes.c_void_p.from_address(addrs.session_var).value
+    if not session:
+        raise RuntimeError("pyfuse3 has no session (call after pyfuse3.init())")
+    table = ctypes.string_at(addrs.fuse_ops, _COMPARE_SLOTS * PTR)
+    slots = struct.unpack(f"<{_COMPARE_SLOTS}Q", table)
+    if not (slots[SLOT["write_buf"]] and slots[SLOT["read"]] and slots[SLOT["init"]]
+            and slots[SLOT["fsync"]]):
+        raise RuntimeError("pyfuse3's fuse_ops table does not look as expected")
+    if slots[SLOT["fallocate"]]:
+        raise RuntimeError("pyfuse3 already has a fallocate handler")
+    # The session struct starts with a few scalars and pointers before its copy of the ops.
+    copy = None
+    window = ctypes.string_at(session, 64 * PTR + len(table))
+    for off in range(0, 64 * PTR + 1, PTR):
+        if window[off:off + len(table)] == table:
+            copy = session + off
+            break
+    if copy is None:
+        raise RuntimeError("copy of the op table not found in struct fuse_session")
+
+    def init_cb(_userdata, conn_p):
+        try:
+            conn = conn_p.contents
+            # What pyfuse3's own fuse_init does (its Operations flags are all off for us):
+            conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
+            conn.want &= ~(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_WRITEBACK_CACHE
+                           | FUSE_CAP_POSIX_ACL)
+            on_init(conn)
+        except BaseException:  # noqa: BLE001 - must not unwind into C
+            log.exception("FUSE init hook failed")
+
+    def fallocate_cb(req, _ino, mode, offset, length, _fi):
+        try:
+            on_fallocate(req, mode, offset, length)
+        except BaseException:  # noqa: BLE001 - must not unwind into C
+            log.exception("fallocate dispatch failed")
+            fuse_reply_err(req, 5)  # EIO
+
+    init_c = INIT_FUNC(init_cb)
+    fallocate_c = FALLOCATE_FUNC(fallocate_cb)
+    _keepalive[:] = [init_c, fallocate_c, init_cb, fallocate_cb]
+    ctypes.c_void_p.from_address(copy + SLOT["fallocate"] * PTR).value = \
+        ctypes.cast(fallocate_c, ctypes.c_void_p).value
+    # pyfuse3.init() does not run Operations.init(); ours is called from on_init.
+    ctypes.c_void_p.from_address(copy + SLOT["init"] * PTR).value = \
+        ctypes.cast(init_c, ctypes.c_void_p).value
+
+
+def set_io_flusher() -> bool:
+    """prctl(PR_SET_IO_FLUSHER, 1): we serve a block device's I/O, avoid reclaim recursion."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(57, 1, 0, 0, 0) == 0:
+        return True
+    err = ctypes.get_errno()
+    import os
+    log.warning("prctl(PR_SET_IO_FLUSHER) refused (%s): memory reclaim may wait on this "
+                "daemon's own I/O (needs CAP_SYS_RESOURCE)", os.strerror(err))
+    return False
