@@ -1,0 +1,374 @@
+"""drbdadm: plans from drbd.conf, executes through drbdsetup and drbdmeta (8.4 personality).
+
+    drbdadm [-d|--dry-run] [-v] [-c FILE] [-- BACKEND-OPTIONS] COMMAND [--OPTIONS] {all|RES}
+
+``-d`` prints the drbdsetup/drbdmeta calls instead of running them, exactly the way the real
+drbdadm does. The calls run in-process (same argv, same exit codes) to keep them fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from replicator import rundir
+from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
+from replicator.config.model import Config, Resource, Volume
+
+DEFAULT_CONFIG = "/etc/drbd.conf"
+
+USAGE = """\
+USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}
+
+GENERAL OPTIONS:
+  --dry-run (-d), --verbose (-v), --config-file=FILE (-c FILE)
+
+COMMANDS:
+ attach  detach  connect  disconnect  up  down  primary  secondary  adjust
+ role  cstate  dstate  status  dump  create-md  dump-md  show-gi  get-gi
+ apply-al  wipe-md  outdate
+"""
+
+
+class Usage(Exception):
+    pass
+
+
+@dataclass
+class Step:
+    program: str              # 'drbdsetup' | 'drbdmeta' | 'echo'
+    argv: list[str]
+
+    def text(self) -> str:
+        return " ".join([self.program, *self.argv])
+
+
+@dataclass
+class Invocation:
+    command: str
+    targets: list[str]
+    dry_run: bool = False
+    verbose: bool = False
+    config_path: str = ""
+    backend: list[str] = field(default_factory=list)   # options for drbdsetup/drbdmeta
+
+
+def parse_args(argv: list[str]) -> Invocation:
+    inv = Invocation("", [])
+    inv.config_path = os.environ.get("UDRBD_CONFIG") or DEFAULT_CONFIG
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-d", "--dry-run"):
+            inv.dry_run = True
+        elif a in ("-v", "--verbose"):
+            inv.verbose = True
+        elif a in ("-c", "--config-file"):
+            if i + 1 >= len(argv):
+                raise Usage(f"drbdadm: option '{a}' requires an argument")
+            i += 1
+            inv.config_path = argv[i]
+        elif a.startswith("--config-file="):
+            inv.config_path = a.split("=", 1)[1]
+        elif a.startswith("-c") and len(a) > 2:
+            inv.config_path = a[2:]
+        elif a == "--":
+            i += 1
+            while i < len(argv) and argv[i].startswith("-"):
+                inv.backend.append(argv[i])
+                i += 1
+            continue
+        elif a.startswith("-") and not inv.command:
+            raise Usage(f"drbdadm: unrecognized option '{a}'")
+        elif not inv.command:
+            inv.command = a
+        elif a.startswith("--"):
+            inv.backend.append(a)
+        else:
+            inv.targets.append(a)
+        i += 1
+    if not inv.command:
+        raise Usage(USAGE.rstrip())
+    return inv
+
+
+# -- planning ------------------------------------------------------------------------------
+def _meta_args(vol: Volume) -> list[str]:
+    """drbdmeta's ``MINOR v08 DEVICE INDEX`` for a volume (DEVICE is the metadata device)."""
+    if vol.meta_disk == "internal":
+        return [str(vol.minor), "v08", vol.disk or "none", "internal"]
+    index = "flexible" if vol.meta_index is None else str(vol.meta_index)
+    return [str(vol.minor), "v08", vol.meta_disk, index]
+
+
+def _attach_args(vol: Volume) -> list[str]:
+    index = "internal" if vol.meta_disk == "internal" else (
+        "flexible" if vol.meta_index is None else str(vol.meta_index))
+    meta_dev = vol.disk if vol.meta_disk == "internal" else vol.meta_disk
+    return [str(vol.minor), vol.disk or "none", meta_dev or "none", index]
+
+
+def _explicit_options(res: Resource, cfg: Config, section: str, skip: set[str]) -> list[str]:
+    """``--name=value`` for the options written in common and the resource, as drbdadm does."""
+    seen: dict[str, str] = {}
+    for settings in (cfg.common.settings.get(section, ()), res.settings.get(section, ())):
+        for s in settings:
+            if s.name not in skip:
+                seen[s.name] = "yes" if s.text is None else s.text
+    return [f"--{k}={v}" for k, v in seen.items()]
+
+
+def _volume_disk_options(vol: Volume) -> list[str]:
+    return [f"--{s.name}={'yes' if s.text is None else s.text}" for s in vol.disk_settings]
+
+
+class Planner:
+    def __init__(self, cfg: Config, node: str, backend: list[str]):
+        self.cfg, self.node, self.backend = cfg, node, backend
+
+    def host(self, res: Resource):
+        return res.host_for(self.node)
+
+    def volumes(self, res: Resource) -> tuple[Volume, ...]:
+        return self.host(res).volumes
+
+    def new_resource(self, res: Resource) -> list[Step]:
+        return [Step("drbdsetup", ["new-resource", res.name,
+                                   *_explicit_options(res, self.cfg, "options", set())])]
+
+    def new_minor(self, res: Resource) -> list[Step]:
+        return [Step("drbdsetup", ["new-minor", res.name, str(v.minor), str(v.vnr),
+                                   f"--device={v.device}"]) for v in self.volumes(res)]
+
+    def attach(self, res: Resource) -> list[Step]:
+        steps = []
+        for v in self.volumes(res):
+            if v.diskless:
+                continue
+            steps.append(Step("drbdmeta", [*_meta_args(v), "apply-al"]))
+            steps.append(Step("drbdsetup", ["attach", *_attach_args(v),
+                                            *_explicit_options(res, self.cfg, "disk", set()),
+                                            *_volume_disk_options(v)]))
+        return steps
+
+    def connect(self, res: Resource, extra: list[str] = ()) -> list[Step]:
+        me = self.host(res)
+        peers = res.peers_of(self.node)
+        if me.address is None or not peers or peers[0].address is None:
+            return []
+        peer = peers[0]
+        opts = [f"--protocol={res.protocol}",
+                *_explicit_options(res, self.cfg, "net", {"protocol"})]
+        return [Step("drbdsetup", ["connect", res.name, me.address.sockaddr,
+                                   peer.address.sockaddr, *opts, *extra,
+                                   f"--_name={peer.names[0] if peer.names else 'peer'}"])]
+
+    def minor_steps(self, res: Resource, cmd: str, extra: list[str] = ()) -> list[Step]:
+        return [Step("drbdsetup", [cmd, str(v.minor), *extra]) for v in self.volumes(res)]
+
+    def meta_steps(self, res: Resource, cmd: str, force: bool = False) -> list[Step]:
+        pre = ["--force"] if force else []
+        return [Step("drbdmeta", [*pre, *_meta_args(v), cmd]) for v in self.volumes(res)
+                if not v.diskless]
+
+
+# -- execution -----------------------------------------------------------------------------
+def _program(name: str) -> Callable[[list[str]], int]:
+    if name == "drbdsetup":
+        from replicator.cli import drbdsetup
+        return drbdsetup.main
+    if name == "drbdmeta":
+        from meta import drbdmeta
+        return drbdmeta.main
+    raise ValueError(name)
+
+
+class Failed(Exception):
+    def __init__(self, rc: int):
+        self.rc = rc
+
+
+def run_steps(steps: list[Step], dry_run: bool, report_failures: bool = True) -> int:
+    for step in steps:
+        if dry_run:
+            print(step.text())
+            continue
+        sys.stdout.flush()
+        rc = _program(step.program)(list(step.argv))
+        sys.stdout.flush()
+        if rc:
+            if report_failures and rc >= 10:
+                print(f"Command '{step.text()}' terminated with exit code {rc}", file=sys.stderr)
+            raise Failed(rc)
+    return 0
+
+
+def is_running(name: str) -> bool:
+    return name in rundir.running_resources()
+
+
+# -- commands ------------------------------------------------------------------------------
+def _force(inv: Invocation) -> bool:
+    return any(o in ("--force", "--overwrite-data-of-peer") for o in inv.backend)
+
+
+def do_up(p: Planner, res: Resource, inv: Invocation) -> int:
+    def section(label: str, steps: list[Step]) -> None:
+        if not inv.dry_run:
+            print(f"{label}: {res.name}", flush=True)
+        run_steps(steps, inv.dry_run)
+    section("create res", p.new_resource(res) + p.new_minor(res))
+    section("prepare disk", p.attach(res))
+    section("adjust disk", [])
+    section("adjust net", p.connect(res))
+    return 0
+
+
+def do_down(p: Planner, res: Resource, inv: Invocation) -> int:
+    return run_steps([Step("drbdsetup", ["down", res.name])], inv.dry_run)
+
+
+def do_adjust(p: Planner, res: Resource, inv: Invocation) -> int:
+    if not inv.dry_run and is_running(res.name):
+        return 0  # the running resource matches its configuration (options are set at up)
+    return run_steps(p.new_resource(res) + p.new_minor(res) + p.attach(res) + p.connect(res),
+                     inv.dry_run)
+
+
+def do_attach(p: Planner, res: Resource, inv: Invocation) -> int:
+    return run_steps(p.attach(res), inv.dry_run)
+
+
+def do_connect(p: Planner, res: Resource, inv: Invocation) -> int:
+    extra = [o for o in inv.backend if o in ("--discard-my-data", "--tentative", "--dry-run")]
+    return run_steps(p.connect(res, extra), inv.dry_run)
+
+
+def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
+    return run_steps([Step("drbdsetup", ["disconnect", res.name])], inv.dry_run)
+
+
+def do_primary(p: Planner, res: Resource, inv: Invocation) -> int:
+    extra = [o for o in inv.backend if o in ("--force", "--overwrite-data-of-peer")]
+    return run_steps(p.minor_steps(res, "primary", extra), inv.dry_run)
+
+
+def minor_cmd(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
+    def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        return run_steps(p.minor_steps(res, cmd), inv.dry_run)
+    return run
+
+
+def state_query(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
+    def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        if not inv.dry_run and not is_running(res.name):
+            for _ in p.volumes(res):
+                print("Unconfigured")
+            return 0
+        return run_steps(p.minor_steps(res, cmd), inv.dry_run)
+    return run
+
+
+def do_dstate(p: Planner, res: Resource, inv: Invocation) -> int:
+    if inv.dry_run or is_running(res.name):
+        return run_steps(p.minor_steps(res, "dstate"), inv.dry_run)
+    return run_steps(p.meta_steps(res, "dstate"), inv.dry_run)
+
+
+def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
+    return run_steps([Step("drbdsetup", ["status", res.name, *inv.backend])], inv.dry_run)
+
+
+def offline_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
+    """Metadata commands that need the resource down (drbdmeta owns the bytes then)."""
+    def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        if not inv.dry_run and is_running(res.name) and cmd not in ("show-gi", "get-gi", "dump-md"):
+            minor = p.volumes(res)[0].minor
+            print(f"Device '{minor}' is configured!", file=sys.stderr)
+            return 20
+        return run_steps(p.meta_steps(res, cmd, force=_force(inv)), inv.dry_run)
+    return run
+
+
+RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
+    "up": do_up,
+    "down": do_down,
+    "adjust": do_adjust,
+    "attach": do_attach,
+    "detach": minor_cmd("detach"),
+    "connect": do_connect,
+    "disconnect": do_disconnect,
+    "primary": do_primary,
+    "secondary": minor_cmd("secondary"),
+    "role": state_query("role"),
+    "cstate": state_query("cstate"),
+    "dstate": do_dstate,
+    "status": do_status,
+    "create-md": offline_meta("create-md"),
+    "dump-md": offline_meta("dump-md"),
+    "show-gi": offline_meta("show-gi"),
+    "get-gi": offline_meta("get-gi"),
+    "apply-al": offline_meta("apply-al"),
+    "wipe-md": offline_meta("wipe-md"),
+    "outdate": offline_meta("outdate"),
+}
+
+
+def select(cfg: Config, node: str, targets: list[str]) -> list[Resource]:
+    if not targets:
+        raise Usage("USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}")
+    if targets == ["all"]:
+        return list(cfg.resources_for(node))
+    out = []
+    for t in targets:
+        name = t.split("/")[0]
+        res = cfg.resource(name)
+        res.host_for(node)        # raises NotForThisHost
+        out.append(res)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        inv = parse_args(argv)
+    except Usage as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    # the 8.4 form `drbdadm primary --force r0` / `connect --discard-my-data r0`
+    try:
+        cfg = load_config(inv.config_path)
+        for w in cfg.warnings:
+            print(w, file=sys.stderr)
+        node = current_node()
+        if inv.command == "dump":
+            print(dump_config(cfg, None if not inv.targets or inv.targets == ["all"]
+                              else inv.targets, node), end="")
+            return 0
+        fn = RESOURCE_COMMANDS.get(inv.command)
+        if fn is None:
+            print(f"drbdadm: Unknown command '{inv.command}'", file=sys.stderr)
+            return 1
+        resources = select(cfg, node, inv.targets)
+    except Usage as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    planner = Planner(cfg, node, inv.backend)
+    rc = 0
+    for res in resources:
+        try:
+            fn(planner, res, inv)
+        except Failed as e:
+            rc = e.rc
+        except NotForThisHost as e:
+            print(str(e), file=sys.stderr)
+            return e.exit_code
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""drbdsetup: low-level control of running resources (8.4 command forms).
+
+    drbdsetup new-resource RES
+    drbdsetup new-minor RES MINOR VNR --device=PATH     (udrbd: where the FUSE device goes)
+    drbdsetup attach MINOR LOWER_DEV META_DEV META_IDX [--disk-option=VALUE ...]
+    drbdsetup detach MINOR
+    drbdsetup connect RES LOCAL_ADDR PEER_ADDR [--net-option=VALUE ...]
+    drbdsetup disconnect RES | LOCAL_ADDR PEER_ADDR
+    drbdsetup primary MINOR [--force|--overwrite-data-of-peer]
+    drbdsetup secondary MINOR
+    drbdsetup down RES
+    drbdsetup status [RES|all] [--verbose] [--statistics]
+    drbdsetup role|cstate|dstate MINOR
+    drbdsetup show [RES|all]
+
+drbdsetup knows no configuration file: drbdadm turns drbd.conf into these calls.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from replicator import control, report, rundir
+
+USAGE = "USAGE: drbdsetup command {arguments} [options]"
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_options(words: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split ``--name=value``, ``--name value`` is not accepted (ambiguous); bare ``--flag`` = True."""
+    positional: list[str] = []
+    options: dict[str, Any] = {}
+    for w in words:
+        if w.startswith("--") and len(w) > 2:
+            name, eq, value = w[2:].partition("=")
+            options[name] = value if eq else True
+        else:
+            positional.append(w)
+    return positional, options
+
+
+def _daemon_client(res: str) -> control.Client:
+    return control.Client(rundir.socket_path(res))
+
+
+def call(res: str, cmd: str, **args: Any) -> dict:
+    with _daemon_client(res) as c:
+        return c.call(cmd, **args)
+
+
+def find_minor(minor: int) -> str | None:
+    """The resource whose daemon owns ``minor``."""
+    for res in rundir.running_resources():
+        try:
+            info = call(res, "info")
+        except control.ControlError:
+            continue
+        if info.get("minor") == minor:
+            return res
+    return None
+
+
+def _emit(reply: dict) -> int:
+    if reply.get("out"):
+        sys.stdout.write(reply["out"])
+    if reply.get("err"):
+        print(reply["err"], file=sys.stderr)
+    return int(reply.get("rc", 0))
+
+
+def _need(args: list[str], n: int, form: str) -> None:
+    if len(args) < n:
+        raise UsageError(f"USAGE: drbdsetup {form}")
+
+
+def _minor_arg(word: str) -> int:
+    w = word[6:] if word.startswith("minor-") else word
+    if not w.isdigit():
+        raise UsageError(f"'{word}' is not a minor number")
+    return int(w)
+
+
+def _resource_or_fail(res: str) -> int:
+    if res not in rundir.running_resources():
+        print(f"{res}: No such resource", file=sys.stderr)
+        return 10
+    return 0
+
+
+def _minor_target(word: str) -> tuple[int, str | None]:
+    minor = _minor_arg(word)
+    return minor, find_minor(minor)
+
+
+def _minor_not_allocated(minor: int) -> int:
+    print(f"{minor}: Failure: (127) Device minor not allocated", file=sys.stderr)
+    return 10
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_new_resource(args: list[str], opts: dict) -> int:
+    _need(args, 1, "new-resource RESOURCE [options]")
+    res = args[0]
+    if res in rundir.running_resources():
+        try:
+            call(res, "info")
+            return 0  # exists already: as the kernel, not an error
+        except control.ControlError:
+            os.unlink(rundir.socket_path(res))  # stale socket of a dead daemon
+    rundir.ensure_run_dir()
+    log = open(rundir.log_path(res), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "replicator.daemon", res],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True, close_fds=True)
+    log.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"{res}: resource daemon exited with code {proc.returncode}; "
+                  f"see {rundir.log_path(res)}", file=sys.stderr)
+            return 20
+        try:
+            call(res, "info")
+            return 0
+        except control.ControlError:
+            time.sleep(0.02)
+    print(f"{res}: resource daemon did not come up; see {rundir.log_path(res)}", file=sys.stderr)
+    return 20
+
+
+def cmd_new_minor(args: list[str], opts: dict) -> int:
+    _need(args, 3, "new-minor RESOURCE MINOR VOLUME --device=PATH")
+    res, minor, vnr = args[0], _minor_arg(args[1]), int(args[2])
+    if rc := _resource_or_fail(res):
+        return rc
+    device = opts.get("device") or f"/dev/drbd{minor}"
+    return _emit(call(res, "new-minor", minor=minor, volume=vnr, device=device))
+
+
+def cmd_attach(args: list[str], opts: dict) -> int:
+    _need(args, 4, "attach MINOR LOWER_DEV META_DATA_DEV META_DATA_INDEX [options]")
+    minor, res = _minor_target(args[0])
+    if res is None:
+        return _minor_not_allocated(minor)
+    idx = args[3]
+    return _emit(call(res, "attach", minor=minor, disk=args[1], meta_disk=args[2],
+                      meta_index=idx, options=opts))
+
+
+def cmd_minor_simple(cmd: str) -> Any:
+    def run(args: list[str], opts: dict) -> int:
+        _need(args, 1, f"{cmd} MINOR")
+        minor, res = _minor_target(args[0])
+        if res is None:
+            return _minor_not_allocated(minor)
+        force = bool(opts.get("force") or opts.get("overwrite-data-of-peer"))
+        return _emit(call(res, cmd, minor=minor, force=force))
+    return run
+
+
+def cmd_connect(args: list[str], opts: dict) -> int:
+    _need(args, 3, "connect RESOURCE LOCAL_ADDR PEER_ADDR [options]")
+    res = args[0]
+    if rc := _resource_or_fail(res):
+        return rc
+    peer_name = opts.pop("_name", None)
+    return _emit(call(res, "connect", local=args[1], peer=args[2], options=opts,
+                      peer_name=peer_name))
+
+
+def cmd_disconnect(args: list[str], opts: dict) -> int:
+    _need(args, 1, "disconnect RESOURCE | LOCAL_ADDR PEER_ADDR")
+    if len(args) == 1:
+        res = args[0]
+    else:
+        res = next((r for r in rundir.running_resources()
+                    if _snap(r).get("local_addr") == args[0]), None)
+        if res is None:
+            print(f"{args[0]} {args[1]}: No such connection", file=sys.stderr)
+            return 10
+    if rc := _resource_or_fail(res):
+        return rc
+    return _emit(call(res, "disconnect", **opts))
+
+
+def cmd_down(args: list[str], opts: dict) -> int:
+    _need(args, 1, "down RESOURCE")
+    res = args[0]
+    if res not in rundir.running_resources():
+        return 0  # nothing to take down: as drbdsetup-84
+    try:
+        pid = call(res, "info").get("pid")
+        rc = _emit(call(res, "down"))
+    except control.ControlError:
+        return 0
+    if rc == 0 and pid:
+        _wait_gone(pid, rundir.socket_path(res))
+    return rc
+
+
+def _wait_gone(pid: int, sock: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def _snap(res: str) -> dict:
+    return call(res, "snapshot")["snapshot"]
+
+
+def _selected(args: list[str]) -> list[str] | None:
+    names = rundir.running_resources()
+    if not args or args[0] == "all":
+        return names
+    return [args[0]] if args[0] in names else None
+
+
+def cmd_status(args: list[str], opts: dict) -> int:
+    selected = _selected(args)
+    if selected is None:
+        print(f"{args[0]}: No such resource", file=sys.stderr)
+        return 10
+    if not selected and (not args or args[0] == "all"):
+        print("# No currently configured DRBD found.")
+        return 0
+    for res in selected:
+        sys.stdout.write(report.status(_snap(res), verbose=bool(opts.get("verbose")),
+                                       statistics=bool(opts.get("statistics"))))
+    return 0
+
+
+def cmd_state_query(render: Any) -> Any:
+    def run(args: list[str], opts: dict) -> int:
+        _need(args, 1, "role|cstate|dstate MINOR")
+        minor, res = _minor_target(args[0])
+        if res is None:
+            return _minor_not_allocated(minor)
+        print(render(_snap(res)))
+        return 0
+    return run
+
+
+def cmd_show(args: list[str], opts: dict) -> int:
+    selected = _selected(args)
+    if selected is None:
+        print(f"{args[0]}: No such resource", file=sys.stderr)
+        return 10
+    for res in selected:
+        print(call(res, "show").get("out", ""), end="")
+    return 0
+
+
+COMMANDS = {
+    "new-resource": cmd_new_resource,
+    "new-minor": cmd_new_minor,
+    "attach": cmd_attach,
+    "detach": cmd_minor_simple("detach"),
+    "primary": cmd_minor_simple("primary"),
+    "secondary": cmd_minor_simple("secondary"),
+    "connect": cmd_connect,
+    "disconnect": cmd_disconnect,
+    "down": cmd_down,
+    "status": cmd_status,
+    "role": cmd_state_query(report.role),
+    "cstate": cmd_state_query(report.cstate),
+    "dstate": cmd_state_query(report.dstate),
+    "show": cmd_show,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE + "\ncommands: " + " ".join(COMMANDS), file=sys.stderr if not argv else sys.stdout)
+        return 1 if not argv else 0
+    cmd, rest = argv[0], argv[1:]
+    fn = COMMANDS.get(cmd)
+    if fn is None:
+        print(f"drbdsetup: unknown command '{cmd}'", file=sys.stderr)
+        return 20
+    args, opts = parse_options(rest)
+    try:
+        return fn(args, opts)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 20
+    except control.ControlError as e:
+        print(f"drbdsetup {cmd}: {e}", file=sys.stderr)
+        return 20
+
+
+if __name__ == "__main__":
+    sys.exit(main())

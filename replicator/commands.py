@@ -1,0 +1,250 @@
+"""The daemon's side of drbdsetup: one handler per command, answering ``{rc, out, err}``.
+
+Exit codes and messages are drbdsetup-84's: a refused state change prints
+``0: State change failed: (-2) Need access to UpToDate data`` and exits 17 for -2, 5 for -16,
+16 for -4 and 11 otherwise; configuration errors print ``r0: Failure: (127) Device minor not
+allocated`` and exit 10.
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from replicator import control, snapshot
+from replicator.states import Conn, Disk, Role
+
+Reply = dict[str, Any]
+
+# drbd_ret_code texts (drbdsetup's error_messages[])
+ERR_OPEN_DISK = (104, "Can not open backing device.")
+ERR_OPEN_MD_DISK = (105, "Can not open meta device.")
+ERR_DISK_TOO_SMALL = (111, "Low.dev. smaller than requested DRBD-dev. size.")
+ERR_MD_DISK_TOO_SMALL = (112, "Meta device too small.")
+ERR_IO_MD_DISK = (118, "IO error(s) occurred during initial access to meta-data.")
+ERR_MD_INVALID = (119, "No valid meta-data signature found.\n\n"
+                       "\t==> Use 'drbdadm create-md res' to initialize meta-data area. <==\n")
+ERR_DISK_CONFIGURED = (124, "Device is attached to a disk (use detach first)")
+ERR_NET_CONFIGURED = (125, "Device has a net-config (use disconnect first)")
+ERR_MINOR_INVALID = (127, "Device minor not allocated")
+ERR_NO_DISK = (138, "Device does not have a disk-config")
+ERR_MINOR_EXISTS = (161, "Device minor already exists")
+ERR_INVALID_REQUEST = (162, "Invalid configuration request")
+ERR_MD_UNCLEAN = (165, "Found unclean meta data. Did you \"drbdadm apply-al\"?")
+
+
+def ok(out: str = "") -> Reply:
+    return {"rc": 0, "out": out, "err": ""}
+
+
+def failure(obj: str, err: tuple[int, str], info: str = "") -> Reply:
+    code, text = err
+    msg = f"{obj}: Failure: ({code}) {text}"
+    if info:
+        msg += f"\nadditional info from kernel:\n{info}"
+    return {"rc": 10, "out": "", "err": msg}
+
+
+def state_failure(obj: str, code: int, text: str) -> Reply:
+    rc = {-2: 17, -16: 5, -4: 16}.get(code, 11)
+    return {"rc": rc, "out": "", "err": f"{obj}: State change failed: ({code}) {text}"}
+
+
+Handler = Callable[[Any, dict], Awaitable[Reply]]
+_handlers: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        _handlers[name] = fn
+        return fn
+    return register
+
+
+async def dispatch(daemon: Any, cmd: str, args: dict) -> Reply:
+    fn = _handlers.get(cmd)
+    if fn is None:
+        return {"rc": 20, "out": "", "err": f"{daemon.name}: unknown command '{cmd}'"}
+    return await fn(daemon, args)
+
+
+def _minor_obj(daemon: Any, args: dict) -> tuple[str, Reply | None]:
+    """Check the minor the command names is this resource's; give the object label."""
+    res = daemon.resource
+    minor = args.get("minor")
+    obj = str(minor) if minor is not None else daemon.name
+    if minor is not None and res.minor != minor:
+        return obj, failure(obj, ERR_MINOR_INVALID)
+    return obj, None
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+@handler("info")
+async def _info(daemon: Any, args: dict) -> Reply:
+    res = daemon.resource
+    return {**ok(), "name": res.name, "minor": res.minor, "pid": __import__("os").getpid()}
+
+
+@handler("new-minor")
+async def _new_minor(daemon: Any, args: dict) -> Reply:
+    res = daemon.resource
+    minor, device = int(args["minor"]), str(args["device"])
+    if res.minor is not None:
+        if res.minor == minor and res.device_path == device:
+            return ok()
+        return failure(str(minor), ERR_MINOR_EXISTS,
+                       "udrbd supports one volume per resource")
+    res.minor, res.volume_nr, res.device_path = minor, int(args.get("volume", 0)), device
+    daemon.log.minor = minor
+    return ok()
+
+
+@handler("attach")
+async def _attach(daemon: Any, args: dict) -> Reply:
+    from replicator.device import AttachError, attach_device  # heavy imports stay lazy
+    obj, err = _minor_obj(daemon, args)
+    if err:
+        return err
+    res = daemon.resource
+    if res.device is not None:
+        return failure(obj, ERR_DISK_CONFIGURED)
+    try:
+        await attach_device(daemon, args["disk"], args["meta_disk"], args.get("meta_index"),
+                            args.get("options") or {})
+    except AttachError as e:
+        return failure(obj, (e.code, e.text), e.info)
+    return ok()
+
+
+@handler("detach")
+async def _detach(daemon: Any, args: dict) -> Reply:
+    from replicator.device import detach_device
+    obj, err = _minor_obj(daemon, args)
+    if err:
+        return err
+    res = daemon.resource
+    if res.device is None:
+        return ok()
+    code, text = await detach_device(daemon)
+    if code:
+        return state_failure(obj, code, text)
+    return ok()
+
+
+@handler("primary")
+async def _primary(daemon: Any, args: dict) -> Reply:
+    obj, err = _minor_obj(daemon, args)
+    if err:
+        return err
+    res = daemon.resource
+    if res.state.role == Role.Primary:
+        return ok()
+    if res.device is None and res.state.pdsk < Disk.UpToDate:
+        return state_failure(obj, -2, "Need access to UpToDate data")
+    code, text = await res.device.promote(force=bool(args.get("force")))
+    return state_failure(obj, code, text) if code else ok()
+
+
+@handler("secondary")
+async def _secondary(daemon: Any, args: dict) -> Reply:
+    obj, err = _minor_obj(daemon, args)
+    if err:
+        return err
+    res = daemon.resource
+    if res.state.role == Role.Secondary:
+        return ok()
+    code, text = await res.device.demote()
+    return state_failure(obj, code, text) if code else ok()
+
+
+@handler("connect")
+async def _connect(daemon: Any, args: dict) -> Reply:
+    res = daemon.resource
+    if res.state.conn != Conn.StandAlone:
+        return failure(daemon.name, ERR_NET_CONFIGURED)
+    res.net = dict(args.get("options") or {})
+    res.net["_local"] = args["local"]
+    res.net["_peer"] = args["peer"]
+    res.net["_peer_name"] = args.get("peer_name") or "peer"
+    res.change("resource", hard=True, conn=Conn.Unconnected)
+    daemon.nursery.start_soon(_enter_wf_connection, daemon)
+    return ok()
+
+
+async def _enter_wf_connection(daemon: Any) -> None:
+    # The listener/connector proper arrives with replication; until then the resource waits.
+    await trio.sleep(0)
+    res = daemon.resource
+    if res.state.conn == Conn.Unconnected:
+        res.change("resource", hard=True, conn=Conn.WFConnection)
+
+
+@handler("disconnect")
+async def _disconnect(daemon: Any, args: dict) -> Reply:
+    res = daemon.resource
+    if res.state.conn == Conn.StandAlone:
+        return ok()
+    await disconnect(daemon)
+    return ok()
+
+
+async def disconnect(daemon: Any) -> None:
+    res = daemon.resource
+    res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
+               pdsk=Disk.DUnknown)
+    res.change("resource", hard=True, conn=Conn.StandAlone)
+    res.net = None
+
+
+@handler("down")
+async def _down(daemon: Any, args: dict) -> Reply:
+    res = daemon.resource
+    if res.state.role == Role.Primary:
+        if res.device is not None:
+            code, text = await res.device.demote()
+        else:
+            code, text = res.try_change("device", role=Role.Secondary)
+        if code:
+            return state_failure(daemon.name, code, text)
+    await shutdown(daemon)
+    daemon.stopping.set()
+    return ok()
+
+
+async def shutdown(daemon: Any) -> None:
+    """Disconnect and detach: what ``down`` does once the role is Secondary."""
+    from replicator.device import detach_device
+    res = daemon.resource
+    if res.state.conn != Conn.StandAlone:
+        await disconnect(daemon)
+    if res.device is not None:
+        await detach_device(daemon, force=True)
+
+
+# -- reporting -----------------------------------------------------------------------------
+@handler("snapshot")
+async def _snapshot(daemon: Any, args: dict) -> Reply:
+    return {**ok(), "snapshot": snapshot.take(daemon.resource)}
+
+
+async def stream_events(daemon: Any, stream: trio.SocketStream, args: dict) -> None:
+    """Send the current snapshot, then one message per state change, until the client leaves."""
+    send, receive = trio.open_memory_channel(256)
+    res = daemon.resource
+
+    def listener(kind: str, data: dict) -> None:
+        try:
+            send.send_nowait({"kind": kind, "snapshot": snapshot.take(res)})
+        except trio.WouldBlock:
+            pass
+
+    res.listeners.append(listener)
+    try:
+        await stream.send_all(control.encode({"kind": "exists", "snapshot": snapshot.take(res)}))
+        async with receive:
+            async for event in receive:
+                await stream.send_all(control.encode(event))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        res.listeners.remove(listener)

@@ -1,0 +1,133 @@
+"""The resource daemon: one process per resource, started by ``drbdsetup new-resource``.
+
+It owns the backing disk and its metadata, the FUSE device file, (later) the peer connection,
+and the control socket ``$RUN_DIR/<res>.sock`` through which drbdsetup drives it. Everything
+runs in one trio run; blocking disk work is pushed to threads by the device.
+
+    python -m replicator.daemon RESOURCE
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+import msgpack
+import trio
+
+from replicator import commands, control, rundir
+from replicator.resource import Resource
+from replicator.statelog import ResourceLog
+
+
+class Daemon:
+    def __init__(self, name: str):
+        self.name = name
+        self.log = ResourceLog(rundir.log_path(name), name)
+        self.resource = Resource(name, self.log)
+        self.nursery: trio.Nursery | None = None
+        self.stopping = trio.Event()
+
+    async def serve_client(self, stream: trio.SocketStream) -> None:
+        reader = _FrameReader(stream)
+        async with stream:
+            while True:
+                try:
+                    request = await reader.next()
+                except (control.ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if request is None:
+                    return
+                cmd = request.get("cmd") if isinstance(request, dict) else None
+                args = request.get("args") or {} if isinstance(request, dict) else {}
+                if cmd == "events":
+                    await commands.stream_events(self, stream, args)
+                    return
+                try:
+                    reply = await commands.dispatch(self, str(cmd), dict(args))
+                except Exception as e:  # a bug must not take the daemon down
+                    self.log.resource_line(f"internal error in {cmd}: {e!r}")
+                    traceback.print_exc()
+                    reply = {"rc": 20, "out": "", "err": f"{self.name}: internal error: {e}"}
+                try:
+                    await stream.send_all(control.encode(reply))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    async def run(self) -> None:
+        path = rundir.socket_path(self.name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)
+        try:
+            await sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(trio.serve_listeners, self.serve_client, [listener])
+                nursery.start_soon(self._watch_signals)
+                await self.stopping.wait()
+                await commands.shutdown(self)
+                nursery.cancel_scope.cancel()
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self.log.close()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                self.log.resource_line("terminating on signal")
+                self.stopping.set()
+
+
+class _FrameReader:
+    def __init__(self, stream: trio.SocketStream):
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def _fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    async def next(self) -> Any:
+        if not await self._fill(4):
+            return None
+        length = control.decode_length(bytes(self.buf[:4]))
+        if not await self._fill(4 + length):
+            return None
+        body = bytes(self.buf[4:4 + length])
+        del self.buf[:4 + length]
+        return msgpack.unpackb(body, raw=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m replicator.daemon RESOURCE", file=sys.stderr)
+        return 1
+    rundir.ensure_run_dir()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    trio.run(Daemon(argv[0]).run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

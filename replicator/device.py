@@ -1,0 +1,292 @@
+"""One replicated volume on this node: the engine behind the FUSE device file.
+
+fuseblk calls read/write/flush/discard/may_open here. A write takes the activity log
+(committing a transaction before the first write into a cold 4 MiB extent), writes the backing
+disk, and marks its 4 KiB blocks in the bitmap while no peer holds an UpToDate copy.
+
+This module also owns what attaching and detaching a disk mean for the resource: metadata
+flags and generation UUIDs follow the state as the 8.4 kernel keeps them.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Any
+
+import pyfuse3
+import trio
+
+from fuseblk.file_engine import punch_hole
+from meta.bitmap import Bitmap
+from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata
+from meta.superblock import MDF
+from replicator import uuids as U
+from replicator.states import Conn, Disk, Role, State, StateError
+
+KIB = 1024
+
+
+class AttachError(Exception):
+    def __init__(self, code: int, text: str, info: str = ""):
+        super().__init__(text)
+        self.code, self.text, self.info = code, text, info
+
+
+class Device:
+    def __init__(self, resource: Any, md: Metadata, backing_path: str, options: dict):
+        self.resource = resource
+        self.log = resource.log
+        self.md = md
+        self.backing_path = backing_path
+        self.fd = md.backing.fd
+        self.bitmap: Bitmap = md.bitmap
+        self.al = md.al
+        self._size = md.data_bytes
+        self.fencing = str(options.get("fencing", "dont-care"))
+        self.open_count = 0
+        self.writers = 0
+        self.al_busy = 0                      # AL transactions running in threads
+        self.fuse_scope: trio.CancelScope | None = None
+        self.fuse_done = trio.Event()
+        # counters (KiB unless said otherwise), as /proc/drbd and status --statistics show
+        self.read_kib = 0
+        self.written_kib = 0
+        self.al_writes = 0
+        self.bm_writes = 0
+
+    # -- fuseblk engine ---------------------------------------------------------------------
+    def size(self) -> int:
+        return self._size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) < length:        # a sparse file's tail reads short: zeros
+            data += bytes(length - len(data))
+        self.read_kib += length >> 10
+        return data
+
+    async def write(self, offset: int, data: bytes | memoryview) -> int:
+        length = len(data)
+        first, last = Bitmap.extents_of_range(offset, length)
+        await self._al_begin(first, last)
+        try:
+            done = 0
+            view = memoryview(data)
+            while done < length:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+            if self.resource.state.pdsk != Disk.UpToDate:
+                self.bitmap.set_range(offset, length)
+        finally:
+            self.al.end_io(first, last)
+        self.written_kib += length >> 10
+        return length
+
+    async def _al_begin(self, first: int, last: int) -> None:
+        al = self.al
+        if not self.al_busy and not al.needs_transaction(first, last):
+            al.begin_io(first, last)          # hot: no disk I/O, no waiting
+            return
+        self.al_busy += 1
+        try:
+            written = await trio.to_thread.run_sync(al.begin_io, first, last)
+        finally:
+            self.al_busy -= 1
+        self.al_writes += written
+
+    async def flush(self) -> None:
+        await trio.to_thread.run_sync(os.fdatasync, self.fd)
+
+    async def discard(self, offset: int, length: int) -> None:
+        first, last = Bitmap.extents_of_range(offset, length)
+        await self._al_begin(first, last)
+        try:
+            await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
+            if self.resource.state.pdsk != Disk.UpToDate:
+                self.bitmap.set_range(offset, length)
+        finally:
+            self.al.end_io(first, last)
+
+    def may_open(self, writable: bool) -> int:
+        s = self.resource.state
+        if s.role != Role.Primary:
+            return errno.EMEDIUMTYPE          # DRBD 8.4: no opens on a Secondary
+        if s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate:
+            return errno.ENODATA
+        return 0
+
+    def opened(self, writable: bool) -> None:
+        self.open_count += 1
+        self.writers += int(writable)
+
+    def released(self, writable: bool) -> None:
+        self.open_count = max(0, self.open_count - 1)
+        self.writers = max(0, self.writers - int(writable))
+
+    # -- roles ------------------------------------------------------------------------------
+    async def promote(self, force: bool) -> tuple[int, str]:
+        res = self.resource
+        s = res.state
+        changes: dict[str, Any] = {"role": Role.Primary}
+        forced = False
+        if force and s.disk in (Disk.Inconsistent, Disk.Outdated, Disk.Consistent):
+            changes["disk"] = Disk.UpToDate
+            forced = True
+        try:
+            res.validate(s.with_(**changes))
+        except StateError as e:
+            return e.code, e.text
+        if forced:
+            self.log.device("Forced to consider local data as UpToDate!")
+        uu = self.md.uuids
+        if ((s.conn < Conn.Connected or s.pdsk <= Disk.Failed) and uu[1] == 0) or forced:
+            uu = U.new_current(uu, primary=True)
+            self.md.set_uuids(uu)
+            self.log.device(f"new current UUID {U.fmt(uu)}")
+        res.change("device", **changes)
+        return 0, ""
+
+    async def demote(self) -> tuple[int, str]:
+        res = self.resource
+        deadline = time.monotonic() + 2.0
+        # a loop device detaching after umount releases the file a moment later
+        while self.open_count and time.monotonic() < deadline:
+            await trio.sleep(0.02)
+        code, text = res.try_change("device", role=Role.Secondary)
+        return code, text
+
+    # -- state -> metadata ----------------------------------------------------------------
+    def state_changed(self, old: State, new: State) -> None:
+        """Keep md flags and the role bit of the current UUID as the 8.4 kernel does."""
+        if new.disk < Disk.Inconsistent:
+            return
+        sb = self.md.sb
+        before_flags, before_uuids = sb.flags, list(sb.uuids)
+        primary = new.role == Role.Primary or (new.peer == Role.Primary
+                                               and new.pdsk < Disk.Inconsistent)
+        self.md.set_flag(MDF.PRIMARY_IND, primary)
+        self.md.set_flag(MDF.CONNECTED_IND, new.conn > Conn.WFReportParams)
+        self.md.set_flag(MDF.CONSISTENT, new.disk > Disk.Inconsistent)
+        self.md.set_flag(MDF.WAS_UP_TO_DATE, new.disk > Disk.Outdated)
+        self.md.set_flag(MDF.PEER_OUT_DATED, Disk.Inconsistent <= new.pdsk <= Disk.Outdated)
+        self.md.set_flag(MDF.AL_CLEAN, False)
+        if old.role != new.role:
+            uu = self.md.uuids
+            uu[0] = U.with_role_bit(uu[0], new.role == Role.Primary)
+            self.md.set_uuids(uu)
+        if sb.flags != before_flags or list(sb.uuids) != before_uuids:
+            self.md.write_superblock()
+
+    def statistics(self) -> dict:
+        return {
+            "backing_dev": self.backing_path,
+            "size_kib": self._size // KIB,
+            "read_kib": self.read_kib,
+            "written_kib": self.written_kib,
+            "al_writes": self.al_writes,
+            "bm_writes": self.bm_writes,
+            "oos_kib": self.bitmap.count() * 4,
+            "open_count": self.open_count,
+            "uuids": U.fmt(self.md.uuids),
+        }
+
+
+def _initial_disk_state(md: Metadata, fencing: str) -> tuple[Disk, Disk]:
+    """8.4 ``drbd_adm_attach``: disk (and pdsk) from the metadata flags."""
+    sb = md.sb
+    if sb.has(MDF.CONSISTENT):
+        disk = Disk.Consistent if sb.has(MDF.WAS_UP_TO_DATE) else Disk.Outdated
+    else:
+        disk = Disk.Inconsistent
+    pdsk = Disk.Outdated if sb.has(MDF.PEER_OUT_DATED) else Disk.DUnknown
+    if disk == Disk.Consistent and (pdsk == Disk.Outdated or fencing == "dont-care"):
+        disk = Disk.UpToDate
+    return disk, pdsk
+
+
+def _al_extents(options: dict) -> int:
+    raw = options.get("al-extents")
+    if raw is None:
+        return 1237
+    from replicator.config.options import strtoll
+    return max(67, min(int(strtoll(str(raw), "1")), 65534))
+
+
+async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
+                        options: dict) -> None:
+    """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
+    import fuseblk
+    from replicator.commands import ERR_MD_INVALID, ERR_MD_UNCLEAN, ERR_OPEN_DISK
+    res = daemon.resource
+    if meta_index in (None, "internal"):
+        spec = MetaSpec()
+    elif meta_index == "flexible":
+        spec = MetaSpec(meta_disk)
+    else:
+        spec = MetaSpec(meta_disk, int(meta_index))
+    res.change("device", hard=True, disk=Disk.Attaching)
+    try:
+        md = Metadata.open(disk, spec)
+    except MetadataError as e:
+        res.change("device", hard=True, disk=Disk.Diskless)
+        if not os.path.exists(disk):
+            raise AttachError(*ERR_OPEN_DISK, str(e)) from None
+        raise AttachError(*ERR_MD_INVALID, str(e)) from None
+    try:
+        notes = md.attach(al_extents=_al_extents(options))
+    except UncleanMetadata as e:
+        md.close()
+        res.change("device", hard=True, disk=Disk.Diskless)
+        raise AttachError(*ERR_MD_UNCLEAN, str(e)) from None
+    except MetadataError as e:
+        md.close()
+        res.change("device", hard=True, disk=Disk.Diskless)
+        raise AttachError(*ERR_MD_INVALID, str(e)) from None
+    for note in notes:
+        res.log.device(note)
+    dev = Device(res, md, disk, options)
+    res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
+    disk_state, pdsk = _initial_disk_state(md, dev.fencing)
+    res.device = dev
+    res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
+    await daemon.nursery.start(_serve_fuse, daemon, dev)
+
+
+async def _serve_fuse(daemon: Any, dev: Device, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    import fuseblk
+    res = daemon.resource
+    try:
+        with trio.CancelScope() as scope:
+            dev.fuse_scope = scope
+            await fuseblk.serve(res.device_path, dev, fsname=f"drbd{res.minor}",
+                                task_status=task_status)
+    finally:
+        dev.fuse_done.set()
+
+
+async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
+    """``drbdsetup detach``: refuse while open (or when data would be lost), else unmount and
+    close the metadata cleanly (bitmap written, AL emptied, magic clean)."""
+    res = daemon.resource
+    dev: Device | None = res.device
+    if dev is None:
+        return 0, ""
+    if not force:
+        try:
+            res.validate(res.state.with_(disk=Disk.Diskless))
+        except StateError as e:
+            return e.code, e.text
+    if dev.open_count:
+        from replicator.states import DEVICE_IN_USE
+        return DEVICE_IN_USE
+    if dev.fuse_scope is not None:
+        dev.fuse_scope.cancel()
+        await dev.fuse_done.wait()
+    res.change("device", hard=True, disk=Disk.Failed)
+    try:
+        await trio.to_thread.run_sync(dev.md.detach)
+    except MetadataError as e:
+        res.log.device(f"detach: {e}")
+    res.device = None
+    res.change("device", hard=True, disk=Disk.Diskless)
+    return 0, ""
