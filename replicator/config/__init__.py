@@ -1,0 +1,25 @@
+"""drbd.conf: DRBD 8.4's configuration language, parsed into an immutable model.
+
+    from replicator.config import load_config, current_node, dump_config, ConfigError
+    cfg = load_config("/etc/drbd.conf")
+    res = cfg.resources["r0"]
+    me = res.host_for(current_node())          # NotForThisHost if there is none
+    peers = res.peers_of(current_node())
+    res.disk["resync-rate"]                    # KiB/s, defaults and common filled in
+
+Modules: ``lexer`` (tokens as drbd-utils' scanner), ``parser`` (grammar, checks, model
+building), ``options`` (defaults, units, ranges), ``model`` (frozen dataclasses),
+``dump`` (``drbdadm dump`` text), ``errors``.
+"""
+from .dump import dump_config, esc
+from .errors import E_CONFIG_INVALID, E_EXEC_ERROR, E_USAGE, ConfigError, NotForThisHost
+from .model import (Address, Common, Config, Host, Resource, Setting, Volume,
+                    current_node)
+from .options import SECTIONS, strtoll
+from .parser import load_config, parse_text
+
+__all__ = [
+    "Address", "Common", "Config", "ConfigError", "E_CONFIG_INVALID", "E_EXEC_ERROR",
+    "E_USAGE", "Host", "NotForThisHost", "Resource", "SECTIONS", "Setting", "Volume",
+    "current_node", "dump_config", "esc", "load_config", "parse_text", "strtoll",
+]

@@ -1,0 +1,180 @@
+"""``drbdadm dump`` in drbdadm-84's normal form.
+
+The layout (indentation, column widths, the per-host expansion of device/disk/meta-disk,
+only explicitly set options, values as written) is what drbd-utils 9.22's 8.4 personality
+prints. Deliberate differences, so that dump -> parse -> dump is stable:
+* host names are quoted when they need it (8.4 prints ``on 1.2.3.4 {`` for a quoted
+  ``on "1.2.3.4"``, which it could not read back);
+* disk options of a resource-level ``volume N { disk { } }`` appear in every host's
+  volume (8.4 drops them; see parser.py).
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import NotForThisHost
+from .model import Config, Host, Resource, Setting, Volume, current_node
+from .options import CMD_TIMEOUT_DEFS
+
+_PLAIN = re.compile(r"[a-zA-Z0-9/._-]+")
+INDENT = 4
+
+
+def esc(text: str | None) -> str:
+    """drbd-utils esc(): quote a token unless it is a plain word of at most 80 characters."""
+    if not text:
+        return '""'
+    if _PLAIN.fullmatch(text) and len(text) <= 80:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.indent = 0
+
+    def i(self, text: str) -> None:
+        """printI(): a line at the current indentation."""
+        self.lines.append(" " * (INDENT * self.indent) + text)
+
+    def a(self, name: str, value: str) -> None:
+        """printA(): NAME padded to column 24, VALUE right-aligned in three columns."""
+        width = 24 - INDENT * self.indent
+        self.i(f"{name:<{width}} {value:>3};")
+
+    def options(self, section: str, settings: tuple[Setting, ...] | list[Setting]) -> None:
+        if not settings:
+            return
+        self.i(f"{section} {{")
+        self.indent += 1
+        for s in settings:
+            if s.text is None:
+                self.i(f"{s.name};")
+            elif s.name == "become-primary-on":
+                self.a(s.name, " ".join(esc(n) for n in s.text.split(" ")))
+            else:
+                self.a(s.name, esc(s.text))
+        self.indent -= 1
+        self.i("}")
+
+
+def _global(out: _Out, g) -> None:
+    if (not g["minor-count"] and not g["disable-ip-verification"]
+            and g["dialog-refresh"] == 1 and g["usage-count"] == "ask"):
+        return
+    out.i("global {")
+    out.indent += 1
+    if g["disable-ip-verification"]:
+        out.i("disable-ip-verification;")
+    if g["minor-count"]:
+        out.i(f"minor-count {g['minor-count']};")
+    if g["dialog-refresh"] != 1:
+        out.i(f"dialog-refresh {g['dialog-refresh']};")
+    if g["usage-count"] != "ask":
+        out.i(f"usage-count {g['usage-count']};")
+    for name, default in CMD_TIMEOUT_DEFS.items():
+        if g[name] != default:
+            out.i(f"{name} {g[name]};")
+    out.indent -= 1
+    out.i("}")
+    out.lines.append("")
+
+
+def _sections(out: _Out, settings) -> None:
+    for section in ("options", "net", "disk", "startup", "handlers"):
+        out.options(section, settings.get(section, ()))
+
+
+def _volume(out: _Out, vol: Volume) -> None:
+    if not vol.implicit:
+        out.i(f"volume {vol.vnr} {{")
+        out.indent += 1
+    out.options("disk", vol.disk_settings)
+    pad = " " * (19 - INDENT * out.indent)
+    path = f"{esc(vol.device)} " if vol.device_named else ""
+    out.i(f"device{pad}{path}minor {vol.minor};")
+    out.a("disk", esc(vol.disk or "none"))
+    if vol.meta_index_text == "flexible":
+        out.i(f"{'meta-disk':<16} {esc(vol.meta_disk)};")
+    elif vol.meta_index_text == "internal":
+        out.a("meta-disk", "internal")
+    else:
+        out.i(f"{'meta-disk':<16} {esc(vol.meta_disk)} [{vol.meta_index_text}];")
+    if not vol.implicit:
+        out.indent -= 1
+        out.i("}")
+
+
+def _address(out: _Out, name: str, host: Host) -> None:
+    a = host.address
+    if a is None:
+        return
+    where = f"[{a.host}]" if a.af == "ipv6" else a.host
+    out.i(f"{name:<16} {a.af} {where}:{a.port};")
+
+
+def _host(out: _Out, host: Host) -> None:
+    if host.floating and host.address is not None:
+        a = host.address
+        if a.af == "ipv6":
+            out.i(f"floating ipv6 [{a.host}]:{a.port} {{")
+        else:
+            out.i(f"floating {a.af} {a.host}:{a.port} {{")
+    else:
+        out.i(f"on {' '.join(esc(n) for n in host.names)} {{")
+    out.indent += 1
+    out.options("options", host.option_settings)
+    for vol in host.volumes:
+        _volume(out, vol)
+    if not host.floating:
+        _address(out, "address", host)
+    out.indent -= 1
+    out.i("}")
+
+
+def _resource(out: _Out, res: Resource, node: str) -> None:
+    state = "not ignored" if res.is_for(node) else "ignored"
+    out.i(f"# resource {esc(res.name)} on {node}: {state}, not stacked")
+    out.i(f"# defined at {res.file}:{res.line}")
+    out.i(f"resource {esc(res.name)} {{")
+    out.indent += 1
+    for host in res.hosts:
+        _host(out, host)
+    _sections(out, res.settings)
+    out.indent -= 1
+    out.i("}")
+    out.lines.append("")
+
+
+def dump_config(config: Config, names: list[str] | None = None,
+                node: str | None = None) -> str:
+    """``drbdadm dump [RES...|all]`` for NODE (default: current_node()).
+
+    With no names (or ``all``) the header, global and common sections and every resource
+    (also those not for NODE, marked "ignored") are printed; named resources must exist
+    and have a section for NODE, else NotForThisHost (exit 1).
+    """
+    node = current_node() if node is None else node
+    out = _Out()
+    if not names or names[0] == "all":
+        out.i(f"# {config.path}")
+        _global(out, config.global_options)
+        if config.common.present:
+            out.i("common {")
+            out.indent += 1
+            _sections(out, config.common.settings)
+            out.indent -= 1
+            out.i("}")
+            out.lines.append("")
+        selected = list(config.resources.values())
+    else:
+        selected = []
+        for name in names:
+            res = config.resources.get(name)
+            if res is None or not res.is_for(node):
+                raise NotForThisHost(name)
+            selected.append(res)
+    for res in selected:
+        _resource(out, res, node)
+    return "\n".join(out.lines) + "\n"
