@@ -71,6 +71,8 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(path, 0o600)
         sock.listen(16)
+        with open(rundir.pid_path(self.name), "w") as f:
+            f.write(f"{os.getpid()}\n")
         listener = trio.SocketListener(sock)
         try:
             async with trio.open_nursery() as nursery:
@@ -81,10 +83,11 @@ class Daemon:
                 await commands.shutdown(self)
                 nursery.cancel_scope.cancel()
         finally:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            for leftover in (path, rundir.pid_path(self.name)):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
             self.log.close()
 
     async def _watch_signals(self) -> None:

@@ -23,6 +23,10 @@ def log_path(resource: str) -> str:
     return os.path.join(run_dir(), f"{resource}.log")
 
 
+def pid_path(resource: str) -> str:
+    return os.path.join(run_dir(), f"{resource}.pid")
+
+
 def proc_path() -> str:
     return os.path.join(run_dir(), "proc")
 

@@ -1,0 +1,207 @@
+"""One node, no peer: the resource is already a usable block device (real FUSE, loop, ext3)."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Cluster, Node
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def up_primary(n: Node) -> None:
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    n.drbdadm("primary", "--force", "r0")
+
+
+def write_files(mnt: Path, count: int = 4, size: int = 1 << 20) -> dict[str, str]:
+    sums = {}
+    for i in range(count):
+        data = os.urandom(size)
+        (mnt / f"f{i}").write_bytes(data)
+        sums[f"f{i}"] = hashlib.sha256(data).hexdigest()
+    return sums
+
+
+def check_files(mnt: Path, sums: dict[str, str]) -> None:
+    for name, digest in sums.items():
+        assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest, name
+
+
+def bits_set_on_disk(n: Node) -> int:
+    out = n.drbdmeta("0", "v08", str(n.disk), "internal", "dump-md").stdout
+    return int(re.search(r"# bits-set (\d+);", out).group(1))
+
+
+def test_up_prints_steps_and_logs_transitions(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    out = n.drbdadm("up", "r0").stdout
+    assert out.splitlines() == ["create res: r0", "prepare disk: r0", "adjust disk: r0",
+                                "adjust net: r0"]
+    snap = n.wait_for(lambda s: s["conn"] == "WFConnection", what="WFConnection")
+    assert (snap["role"], snap["disk"], snap["pdsk"]) == ("Secondary", "Inconsistent", "DUnknown")
+    transitions = [m for m in n.log_messages() if "( " in m]
+    assert transitions == [
+        "block drbd0: disk( Diskless -> Attaching )",
+        "block drbd0: disk( Attaching -> Inconsistent )",
+        "drbd r0: conn( StandAlone -> Unconnected )",
+        "drbd r0: conn( Unconnected -> WFConnection )",
+    ]
+    assert os.stat(n.device).st_size == snap["size_kib"] * 1024
+    status = n.drbdadm("status", "r0").stdout
+    assert status == "r0 role:Secondary\n  disk:Inconsistent\n  node2 connection:Connecting\n" \
+                     "    peer-disk:DUnknown\n\n"
+    assert n.drbdadm("role", "r0").stdout == "Secondary/Unknown\n"
+    assert n.drbdadm("dstate", "r0").stdout == "Inconsistent/DUnknown\n"
+    assert n.drbdadm("cstate", "r0").stdout == "WFConnection\n"
+
+
+def test_dry_run_up_prints_the_drbdsetup_calls(cluster: Cluster):
+    n = cluster.node1
+    out = n.drbdadm("-d", "up", "r0").stdout.splitlines()
+    assert out == [
+        "drbdsetup new-resource r0",
+        f"drbdsetup new-minor r0 0 0 --device={n.device}",
+        f"drbdmeta 0 v08 {n.disk} internal apply-al",
+        f"drbdsetup attach 0 {n.disk} {n.disk} internal --resync-rate=100M",
+        "drbdsetup connect r0 ipv4:127.0.0.1:7788 ipv4:127.0.0.2:7788 --protocol=C "
+        "--cram-hmac-alg=sha1 --shared-secret=secret --_name=node2",
+    ]
+    assert not list(n.run_dir.glob("*.sock")), "a dry run must not start anything"
+
+
+def test_secondary_refuses_opens_and_primary_needs_data(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    for flags in (os.O_RDWR, os.O_RDONLY):
+        with pytest.raises(OSError) as e:
+            os.close(os.open(n.device, flags))
+        assert e.value.errno == errno.EMEDIUMTYPE
+    r = n.drbdadm("primary", "r0", check=False)
+    assert r.returncode == 17
+    assert "0: State change failed: (-2) Need access to UpToDate data" in r.stderr
+    n.drbdadm("primary", "--force", "r0")
+    assert "block drbd0: role( Secondary -> Primary ) disk( Inconsistent -> UpToDate )" \
+        in n.log_messages()
+    os.close(os.open(n.device, os.O_RDWR))
+
+
+def test_ext3_survives_down_and_up(cluster: Cluster, tmp_path: Path):
+    n = cluster.node1
+    up_primary(n)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sh("mkfs.ext3", "-q", "-F", str(n.device))
+    sh("mount", str(n.device), str(mnt))         # mount loops the regular file by itself
+    sums = write_files(mnt)
+    r = n.drbdadm("secondary", "r0", check=False)
+    assert r.returncode == 11 and "(-12) Device is held open by someone" in r.stderr
+    r = n.drbdadm("down", "r0", check=False)
+    assert r.returncode == 11 and "(-12) Device is held open by someone" in r.stderr
+    sh("umount", str(mnt))
+    n.drbdadm("down", "r0")
+    assert not list(n.run_dir.glob("*.sock")) and not list(n.run_dir.glob("*.pid"))
+    assert "fuse" not in sh("stat", "-f", "-c", "%T", str(n.device.parent))
+    messages = n.log_messages()
+    assert messages[-3:] == ["block drbd0: role( Primary -> Secondary )",
+                             "block drbd0: disk( UpToDate -> Failed )",
+                             "block drbd0: disk( Failed -> Diskless )"] or \
+        "block drbd0: disk( UpToDate -> Failed )" in messages
+    n.drbdadm("up", "r0")
+    snap = n.wait_for(lambda s: s["disk"] == "UpToDate", what="UpToDate after up")
+    n.drbdadm("primary", "r0")                   # data is UpToDate: no --force needed
+    loop = sh("losetup", "-f", "--show", str(n.device)).strip()
+    try:
+        sh("mount", loop, str(mnt))
+        check_files(mnt, sums)
+        sh("umount", str(mnt))
+    finally:
+        subprocess.run(["losetup", "-d", loop])
+    assert snap["oos_kib"] > 0
+
+
+def test_bitmap_counts_the_blocks_written(cluster: Cluster):
+    n = cluster.node1
+    up_primary(n)
+    fd = os.open(n.device, os.O_RDWR)
+    blocks = set()
+    try:
+        for i in range(50):                      # 50 aligned 4 KiB blocks, 1 MiB apart
+            os.pwrite(fd, os.urandom(4096), i << 20)
+            blocks.add((i << 20) // 4096)
+        os.pwrite(fd, b"x" * 200, 10 * 4096 - 100)    # straddles blocks 9 and 10
+        blocks |= {9, 10}
+        os.pwrite(fd, os.urandom(3 * 4096), 7 << 20)  # overlaps block of i=7 and two more
+        blocks |= {(7 << 20) // 4096 + k for k in range(3)}
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    snap = n.snapshot()
+    assert snap["oos_kib"] == len(blocks) * 4
+    n.drbdadm("secondary", "r0")
+    n.drbdadm("down", "r0")
+    assert bits_set_on_disk(n) == len(blocks)
+
+
+def test_kill9_then_up_applies_the_activity_log(cluster: Cluster):
+    n = cluster.node1
+    up_primary(n)
+    payload = {}
+    fd = os.open(n.device, os.O_RDWR)
+    try:
+        for i in range(20):                      # 20 extents of 4 MiB, one block each
+            data = os.urandom(4096)
+            os.pwrite(fd, data, i * (4 << 20) + 8192)
+            payload[i * (4 << 20) + 8192] = hashlib.sha256(data).hexdigest()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    n.kill9()
+    # the dead daemon's FUSE mount is stale; `up` must cope with it
+    r = n.drbdadm("up", "r0")
+    assert "Marked additional" in r.stderr + r.stdout
+    snap = n.wait_for(lambda s: s["disk"] == "UpToDate", what="UpToDate")
+    # every extent in the AL is out of sync: 20 hot extents x 4 MiB
+    assert snap["oos_kib"] >= 20 * 4096
+    n.drbdadm("primary", "r0")
+    fd = os.open(n.device, os.O_RDONLY)
+    try:
+        for off, digest in payload.items():
+            assert hashlib.sha256(os.pread(fd, 4096, off)).hexdigest() == digest
+    finally:
+        os.close(fd)
+
+
+def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
+    n = cluster.node1
+    r = n.drbdadm("up", "r9", check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith("'r9' not defined in your config (for this host).")
+    r = n.drbdsetup("status", "r9", check=False)
+    assert r.returncode == 10 and r.stderr.strip() == "r9: No such resource"
+    r = n.drbdadm("frobnicate", "r0", check=False)
+    assert r.returncode == 1 and "frobnicate" in r.stderr
+    r = n.drbdsetup("role", "7", check=False)
+    assert r.returncode == 10 and "7: Failure: (127) Device minor not allocated" in r.stderr
+    r = n.drbdadm("status", "r0", check=False)
+    assert r.returncode == 10 and "r0: No such resource" in r.stderr
