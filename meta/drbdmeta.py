@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from meta import dumpmd, gi
 from meta.backing import BackingDevice, DeviceBusy, DeviceError
 from meta.detect import SO_MUCH, detect
-from meta.layout import (FLEX_EXTERNAL, INTERNAL, MAX_AL_4K, MIN_MD_DEVICE_BYTES, SECTOR,
+from meta.layout import (FLEX_EXTERNAL, INTERNAL, MAX_AL_4K, MIN_MD_DEVICE_BYTES,
                          LayoutError, MetaLayout, bm_bytes_for_sectors, compute_layout)
-from meta.metadata import Metadata, MetadataError, ppsize
+from meta.metadata import Metadata, MetadataError
 from meta.superblock import (MD_MAGIC_07, MD_MAGIC_08, MD_MAGIC_09, MD_MAGIC_84_UNCLEAN, MDF,
                              Superblock)
 
@@ -174,6 +174,7 @@ class Tool:
 
     def __init__(self, opts: Options, minor: str, device: str, index: int,
                  backing: str | None, argv: list[str]):
+        """``argv``: the command line without the program name (for the dump header)."""
         self.o = opts
         self.minor = minor
         self.device = device
@@ -304,8 +305,7 @@ class Tool:
         lay = md.layout
         bm_bytes = bm_bytes_for_sectors(md.sb.la_size_sect)
         bitmap = md.mddev.pread(bm_bytes, lay.bm_offset) if bm_bytes else b""
-        prog = os.path.basename(self.argv[0]) if self.argv else "drbdmeta"
-        header = dumpmd.dump_header([prog] + self.argv[1:], os.uname().nodename)
+        header = dumpmd.dump_header(["drbdmeta"] + self.argv, os.uname().nodename)
         text, _ = dumpmd.format_dump(md.sb, lay.md_offset, lay.al_offset, lay.bm_offset, bitmap,
                                      header, unclean=not clean)
         out(text)
@@ -587,10 +587,10 @@ def split_positionals(args: list[str]) -> tuple[str, str, str | None, str, int, 
     return minor, fmt, backing, rest[0], index, rest[2], rest[3:]
 
 
-def run(argv: list[str]) -> int:
-    if len(argv) < 4:
+def run(args: list[str]) -> int:
+    if len(args) < 3:
         raise usage()
-    opts = parse_options(argv[1:])
+    opts = parse_options(args)
     minor, _, backing, device, index, command, cmd_args = split_positionals(opts.args)
     if command not in COMMANDS:
         err(f"Unknown command '{command}'.\n")
@@ -614,7 +614,7 @@ def run(argv: list[str]) -> int:
         return 10
     if opts.node_id > 0:
         err("Not v09, implicitly set --node-id = 0\n")
-    tool = Tool(opts, minor, device, index, backing, argv)
+    tool = Tool(opts, minor, device, index, backing, args)
     func = getattr(tool, "cmd_" + command.replace("-", "_"))
     try:
         if command != "verify-dump":
@@ -629,7 +629,8 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
+    """Entry point; ``argv`` are the arguments without the program name."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         rc = run(argv)
     except Exit as e:

@@ -191,9 +191,9 @@ def check_plausible(sb: Superblock) -> None:
     if sb.flags & ~KNOWN_FLAGS:
         raise SuperblockError(f"flags 0x{sb.flags:08x} has unknown bits "
                               f"0x{sb.flags & ~KNOWN_FLAGS:08x} set")
-    if sb.la_peer_max_bio_size > MAX_BIO_SIZE:
-        raise SuperblockError(f"la_peer_max_bio_size {sb.la_peer_max_bio_size} exceeds "
-                              f"{MAX_BIO_SIZE}")
+    if sb.la_peer_max_bio_size > MAX_BIO_SIZE or sb.la_peer_max_bio_size % SECTOR:
+        raise SuperblockError(f"la_peer_max_bio_size {sb.la_peer_max_bio_size} is not a "
+                              f"multiple of {SECTOR} up to {MAX_BIO_SIZE}")
     if sb.reserved_u64 or sb.reserved_u32:
         raise SuperblockError("reserved superblock fields are not zero "
                               f"(0x30: 0x{sb.reserved_u64:016x}, 0x60: 0x{sb.reserved_u32:08x})")
