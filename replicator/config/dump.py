@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 
 from .errors import NotForThisHost
+from .lexer import TK_INTEGER, TK_ON, TK_STRING, Lexer
 from .model import Config, Host, Resource, Setting, Volume, current_node
-from .options import CMD_TIMEOUT_DEFS
+from .options import CMD_TIMEOUT_DEFS, SECTIONS
 
 _PLAIN = re.compile(r"[a-zA-Z0-9/._-]+")
 INDENT = 4
@@ -26,7 +27,23 @@ def esc(text: str | None) -> str:
         return '""'
     if _PLAIN.fullmatch(text) and len(text) <= 80:
         return text
+    return _quote(text)
+
+
+def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def word(text: str | None, *allowed: int) -> str:
+    """esc(), but also quote a plain word the parser would not read back as a string
+    (``1.2.3.4``, ``on``, ``123``): drbdadm-84 prints those bare and cannot re-read them."""
+    out = esc(text)
+    if out.startswith('"'):
+        return out
+    tok = Lexer(out, "").next()
+    if tok.text != out or tok.code not in (TK_STRING,) + allowed:
+        return _quote(out)
+    return out
 
 
 class _Out:
@@ -46,20 +63,24 @@ class _Out:
     def options(self, section: str, settings: tuple[Setting, ...] | list[Setting]) -> None:
         if not settings:
             return
+        table = SECTIONS[section]
         self.i(f"{section} {{")
         self.indent += 1
         for s in settings:
+            opt = table.get(s.name)
             if s.text is None:
                 self.i(f"{s.name};")
             elif s.name == "become-primary-on":
-                self.a(s.name, " ".join(esc(n) for n in s.text.split(" ")))
+                self.a(s.name, " ".join(word(n) for n in s.text.split(" ")))
+            elif opt is not None and opt.kind == "bool":
+                self.a(s.name, s.text)                  # yes | no
             else:
-                self.a(s.name, esc(s.text))
+                self.a(s.name, word(s.text, TK_INTEGER, TK_ON))
         self.indent -= 1
         self.i("}")
 
 
-def _global(out: _Out, g) -> None:
+def _global(out: _Out, g, explicit: frozenset[str]) -> None:
     if (not g["minor-count"] and not g["disable-ip-verification"]
             and g["dialog-refresh"] == 1 and g["usage-count"] == "ask"):
         return
@@ -74,7 +95,9 @@ def _global(out: _Out, g) -> None:
     if g["usage-count"] != "ask":
         out.i(f"usage-count {g['usage-count']};")
     for name, default in CMD_TIMEOUT_DEFS.items():
-        if g[name] != default:
+        # drbdadm-84 omits a timeout equal to its "default" even when written, but reads
+        # an absent one as 600/0 -- so dump -> parse would change it; we print written ones
+        if g[name] != default or name in explicit:
             out.i(f"{name} {g[name]};")
     out.indent -= 1
     out.i("}")
@@ -92,15 +115,15 @@ def _volume(out: _Out, vol: Volume) -> None:
         out.indent += 1
     out.options("disk", vol.disk_settings)
     pad = " " * (19 - INDENT * out.indent)
-    path = f"{esc(vol.device)} " if vol.device_named else ""
+    path = f"{word(vol.device)} " if vol.device_named else ""
     out.i(f"device{pad}{path}minor {vol.minor};")
-    out.a("disk", esc(vol.disk or "none"))
+    out.a("disk", word(vol.disk or "none"))
     if vol.meta_index_text == "flexible":
-        out.i(f"{'meta-disk':<16} {esc(vol.meta_disk)};")
+        out.i(f"{'meta-disk':<16} {word(vol.meta_disk)};")
     elif vol.meta_index_text == "internal":
         out.a("meta-disk", "internal")
     else:
-        out.i(f"{'meta-disk':<16} {esc(vol.meta_disk)} [{vol.meta_index_text}];")
+        out.i(f"{'meta-disk':<16} {word(vol.meta_disk)} [{vol.meta_index_text}];")
     if not vol.implicit:
         out.indent -= 1
         out.i("}")
@@ -122,7 +145,7 @@ def _host(out: _Out, host: Host) -> None:
         else:
             out.i(f"floating {a.af} {a.host}:{a.port} {{")
     else:
-        out.i(f"on {' '.join(esc(n) for n in host.names)} {{")
+        out.i(f"on {' '.join(word(n) for n in host.names)} {{")
     out.indent += 1
     out.options("options", host.option_settings)
     for vol in host.volumes:
@@ -137,7 +160,7 @@ def _resource(out: _Out, res: Resource, node: str) -> None:
     state = "not ignored" if res.is_for(node) else "ignored"
     out.i(f"# resource {esc(res.name)} on {node}: {state}, not stacked")
     out.i(f"# defined at {res.file}:{res.line}")
-    out.i(f"resource {esc(res.name)} {{")
+    out.i(f"resource {word(res.name)} {{")
     out.indent += 1
     for host in res.hosts:
         _host(out, host)
@@ -159,7 +182,7 @@ def dump_config(config: Config, names: list[str] | None = None,
     out = _Out()
     if not names or names[0] == "all":
         out.i(f"# {config.path}")
-        _global(out, config.global_options)
+        _global(out, config.global_options, config.global_explicit)
         if config.common.present:
             out.i("common {")
             out.indent += 1

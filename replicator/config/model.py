@@ -33,7 +33,7 @@ class Setting:
     """One option as written: NAME and its value text (None for a bare keyword)."""
     name: str
     text: str | None
-    line: int = 0
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,7 @@ class Config:
     common: Common
     resources: Mapping[str, Resource]   # in file order
     files: tuple[str, ...] = ()         # every file read, absolute, in reading order
+    global_explicit: frozenset[str] = frozenset()   # global options written in the file
     warnings: tuple[str, ...] = field(default=())   # drbdadm's non-fatal WARN lines
 
     def resource(self, name: str) -> Resource:

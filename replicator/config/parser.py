@@ -123,6 +123,7 @@ class _Parser:
         self.seen_files: set[str] = set()
         self.files: list[str] = []
         self.global_options: dict[str, Any] = dict(GLOBAL_DEFAULTS)
+        self.global_explicit: set[str] = set()
         self.common: _Res | None = None
         self.resources: list[_Res] = []
         self.lx: Lexer = Lexer("", "")
@@ -324,6 +325,7 @@ class _Parser:
                 value = self.expect(L.TK_INTEGER).text
                 lo, hi = GLOBAL_RANGES[tok.text]
                 g[tok.text] = self.number(tok.text, value, "1", lo, hi)
+                self.global_explicit.add(tok.text)
             elif k == L.TK_USAGE_COUNT:
                 answer = self.next()
                 if answer.kind not in (L.TK_YES, L.TK_NO, L.TK_ASK):
@@ -959,7 +961,8 @@ def _parse(display: str, text: str) -> Config:
     resources = {r.name: b.resource(r) for r in p.resources}
     return Config(path=abs_path, global_options=MappingProxyType(dict(p.global_options)),
                   common=b.common_model(), resources=MappingProxyType(resources),
-                  files=tuple(p.files), warnings=tuple(p.warnings))
+                  files=tuple(p.files), warnings=tuple(p.warnings),
+                  global_explicit=frozenset(p.global_explicit))
 
 
 def parse_text(text: str, filename: str = "drbd.conf") -> Config:
