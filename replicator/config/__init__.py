@@ -9,14 +9,15 @@
 
 Modules: ``lexer`` (tokens as drbd-utils' scanner), ``parser`` (grammar, checks, model
 building), ``options`` (defaults, units, ranges), ``model`` (frozen dataclasses),
+``loader`` (load_config, parse_text: parse, validate, build the model),
 ``dump`` (``drbdadm dump`` text), ``errors``.
 """
 from .dump import dump_config, esc
 from .errors import E_CONFIG_INVALID, E_EXEC_ERROR, E_USAGE, ConfigError, NotForThisHost
 from .model import (Address, Common, Config, Host, Resource, Setting, Volume,
                     current_node)
+from .loader import load_config, parse_text
 from .options import SECTIONS, strtoll
-from .parser import load_config, parse_text
 
 __all__ = [
     "Address", "Common", "Config", "ConfigError", "E_CONFIG_INVALID", "E_EXEC_ERROR",
