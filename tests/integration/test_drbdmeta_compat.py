@@ -391,3 +391,23 @@ def test_modifying_commands_write_what_real_writes(tmp_path, cmd):
     r = real(b, *cmd)
     assert o[0] == r[0] == 0 and o[1] == r[1]
     assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
+def test_dump_of_bitmap_larger_than_drbdmeta_buffer(tmp_path):
+    """> 1 TiB: drbdmeta reads the bitmap in 32 MiB windows; runs crossing a window edge
+    are printed in its peculiar way, and so must ours be."""
+    img = make_file(tmp_path / "huge.img", 2 << 40)          # sparse
+    assert ours(img, "create-md")[0] == 0
+    edge = (32 << 20) * 8                                    # first bit of the second window
+    with Metadata.open(img) as md:
+        md.sb.la_size_sect = md.data_sectors
+        md.write_superblock()
+        bm = md.load_bitmap()
+        for start, length in [(edge - 32 * 20, 32 * 32), (edge + 32 * 100, 32 * 9),
+                              (2 * edge - 32 * 8, 32 * 16), (3 * edge - 5, 100)]:
+            bm.set_bits(start, length)
+        md.flush_bitmap()
+    o, r = ours(img, "dump-md"), real(img, "dump-md")
+    assert o[0] == r[0] == 0
+    assert body(o[1]) == body(r[1])
+    assert "    8 times 0xFFFFFFFFFFFFFFFF;\n   # at 1073741824kB\n    0xFFFFFFFFFFFFFFFF;" in o[1]
