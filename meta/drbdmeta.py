@@ -230,28 +230,31 @@ class Tool:
             err(f"'{self.device}': {e}\n")
             raise Exit(10)
 
-    def metadata(self, quiet_invalid: bool = False, strict: bool | None = None) -> Metadata:
-        """Open and validate; on failure print the reason (and drbdmeta's line) and exit 1."""
+    def metadata(self, quiet_invalid: bool = False, modifies: bool = False) -> Metadata:
+        """Open and validate; on failure print the reason (and drbdmeta's line) and exit 1.
+
+        Metadata that passes drbdmeta's own checks but fails our plausibility
+        checks (damaged bytes) is refused, except that ``--force`` lets the
+        read-only commands show it, with a warning.
+        """
         dev = self.dev or self.open(False)
-        strict = not self.o.force if strict is None else strict
         try:
-            sb, layout, why = Metadata.probe(dev, self.index, strict)
-            if sb is not None and strict is False:
-                _, _, soft = Metadata.probe(dev, self.index, True)
-                if soft:
-                    err(f"'{self.device}': warning: {soft}\n")
+            sb, layout, why = Metadata.probe(dev, self.index, strict=False)
+            damage = Metadata.probe(dev, self.index, strict=True)[2] if sb is not None else ""
         except MetadataError as e:
             err(f"{e}\n")
             raise Exit(10)
+        if sb is not None and damage:
+            if self.o.force and not modifies:
+                err(f"'{self.device}': warning: {damage}\n")
+            else:
+                sb, why = None, damage + ("" if modifies else " (use --force to read it anyway)")
         if sb is None:
             err(f"'{self.device}': {why}\n")
-            if not self.o.force and "magic" not in why and "offsets" not in why:
-                err("(use --force to read it anyway)\n")
             if not quiet_invalid:
                 err("No valid meta data found\n")
             raise Exit(1)
-        md = Metadata(dev, layout, sb, None)
-        return md
+        return Metadata(dev, layout, sb, None)
 
     def clip_la_size(self, md: Metadata) -> None:
         if md.sb.la_size_sect > md.layout.max_data_sect:
@@ -285,7 +288,7 @@ class Tool:
         if not args:
             err("Required Argument missing\n")
             raise Exit(10)
-        md = self.metadata(quiet_invalid=True)
+        md = self.metadata(quiet_invalid=True, modifies=True)
         try:
             md.sb.device_uuid = int(args[0], 16) & ((1 << 64) - 1)
         except ValueError:
@@ -312,14 +315,14 @@ class Tool:
         return 0
 
     def cmd_apply_al(self, args: list[str]) -> int:
-        md = self.metadata(strict=True)
+        md = self.metadata(modifies=True)
         res = md.apply_al()
         for line in res.messages:
             err(line + "\n")
         return res.rc
 
     def cmd_outdate(self, args: list[str]) -> int:
-        md = self.metadata(quiet_invalid=True, strict=True)
+        md = self.metadata(quiet_invalid=True, modifies=True)
         if not md.flags & MDF.CONSISTENT:
             err("Device is inconsistent.\n")
             return 5
@@ -328,7 +331,7 @@ class Tool:
         return 0
 
     def cmd_invalidate(self, args: list[str]) -> int:
-        md = self.metadata(quiet_invalid=True, strict=True)
+        md = self.metadata(quiet_invalid=True, modifies=True)
         md.set_flag(MDF.CONSISTENT | MDF.WAS_UP_TO_DATE, False)
         md.set_flag(MDF.FULL_SYNC, True)
         md.write_superblock()
@@ -340,7 +343,7 @@ class Tool:
         if not args:
             err("Required Argument missing\n")
             return 10
-        md = self.metadata(quiet_invalid=True, strict=True)
+        md = self.metadata(quiet_invalid=True, modifies=True)
         try:
             uuids, flags = gi.apply_set_gi(args[0], md.uuids, md.flags)
         except gi.SetGiError as e:

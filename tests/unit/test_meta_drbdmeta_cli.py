@@ -225,3 +225,20 @@ def test_external_meta_device_forms(tmp_path):
     assert run("1", "v08", meta, "0", "get-gi")[0] == 0
     rc, _, err = run("1", "v08", str(tmp_path / "nodata"), meta, "0", "get-gi")
     assert rc == 20 and "nodata': No such file or directory" in err
+
+
+def test_damaged_superblock_is_refused_and_readable_only_with_force(img):
+    md(img, "create-md")
+    with open(img, "r+b") as f:                 # a stray byte in the zero padding
+        f.seek(compute_layout(100 * MiB).md_offset + 0x400)
+        f.write(b"\x42")
+    rc, out, err = md(img, "get-gi")
+    assert rc == 1 and out == ""
+    assert err == (f"'{img}': superblock padding is not zero (first non-zero byte at offset "
+                   "0x400) (use --force to read it anyway)\n")
+    rc, out, err = md(img, "get-gi", force=True)
+    assert rc == 0 and out.startswith("0000000000000004:") and "warning: superblock padding" in err
+    before = open(img, "rb").read()
+    rc, out, err = md(img, "invalidate", force=True)
+    assert rc == 1 and "superblock padding is not zero" in err
+    assert open(img, "rb").read() == before     # nothing written
