@@ -28,7 +28,10 @@ class DeviceError(OSError):
 
 
 class DeviceBusy(DeviceError):
-    """Another process holds the device (lock or exclusive open)."""
+    """Another process holds the device: ``exclusive_open`` says O_EXCL failed
+    (mounted, or claimed by the kernel), otherwise another process holds our flock."""
+
+    exclusive_open = False
 
 
 def _err(path: str, exc: OSError) -> DeviceError:
@@ -63,8 +66,10 @@ class BackingDevice:
             self.fd = os.open(path, flags)
         except OSError as e:
             if e.errno == errno.EBUSY:
-                raise DeviceBusy(path, "Device or resource busy (mounted, or in use by another "
-                                       "process)", e.errno) from None
+                busy = DeviceBusy(path, "Device or resource busy (mounted, or in use by "
+                                        "another process)", e.errno)
+                busy.exclusive_open = True
+                raise busy from None
             raise _err(path, e) from None
         try:
             if lock:

@@ -183,6 +183,7 @@ class Tool:
         self.argv = argv
         self.dev: BackingDevice | None = None
         self.stale = False
+        self.command = ""
 
     # -- helpers ---------------------------------------------------------------------
     def confirmed(self, text: str) -> bool:
@@ -199,11 +200,26 @@ class Tool:
         return len(answer) == 4 and answer.startswith("yes")
 
     def open(self, modifies: bool) -> BackingDevice:
-        """Open the meta device; a busy device is only readable (the daemon holds it)."""
+        """Open the meta device; a busy device is only readable (the daemon holds it).
+
+        Like drbdmeta, a block device holding internal or flexible metadata is
+        opened O_EXCL to modify it; if that fails (mounted?) we ask first.
+        """
         if self.dev is not None:
             return self.dev
+        exclusive = modifies and self.index < 0
         try:
-            self.dev = BackingDevice(self.device, readonly=not modifies)
+            try:
+                self.dev = BackingDevice(self.device, readonly=not modifies, exclusive=exclusive)
+            except DeviceBusy as e:
+                if not e.exclusive_open:
+                    raise
+                err(f"{e}\n")
+                if (not self.o.force and self.command == "apply-al") or \
+                        not self.confirmed("Exclusive open failed. Do it anyways?"):
+                    out("Operation canceled.\n")
+                    raise Exit(20)
+                self.dev = BackingDevice(self.device, readonly=False)
         except DeviceBusy:
             if modifies:
                 err(f"Device '{self.minor}' is configured! ('{self.device}' is in use by "
@@ -618,6 +634,7 @@ def run(args: list[str]) -> int:
     if opts.node_id > 0:
         err("Not v09, implicitly set --node-id = 0\n")
     tool = Tool(opts, minor, device, index, backing, args)
+    tool.command = command
     func = getattr(tool, "cmd_" + command.replace("-", "_"))
     try:
         if command != "verify-dump":

@@ -411,3 +411,21 @@ def test_dump_of_bitmap_larger_than_drbdmeta_buffer(tmp_path):
     assert o[0] == r[0] == 0
     assert body(o[1]) == body(r[1])
     assert "    8 times 0xFFFFFFFFFFFFFFFF;\n   # at 1073741824kB\n    0xFFFFFFFFFFFFFFFF;" in o[1]
+
+
+def test_mounted_device_is_not_touched(tmp_path):
+    img = make_file(tmp_path / "fs.img", 100 * MiB)
+    mkfs(100)(img)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with loop_device(img) as dev:
+        subprocess.run(["mount", dev, str(mnt)], check=True, capture_output=True)
+        try:
+            o = ours(dev, "create-md")
+            r = real(dev, "create-md", force=False)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True, capture_output=True)
+    assert o[0] == r[0] == 20
+    assert o[1] == r[1] == "Operation canceled.\n"
+    assert "Exclusive open failed. Do it anyways?" in o[2]
+    assert "Device or resource busy" in o[2]
