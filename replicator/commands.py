@@ -24,12 +24,16 @@ ERR_MD_DISK_TOO_SMALL = (112, "Meta device too small.")
 ERR_IO_MD_DISK = (118, "IO error(s) occurred during initial access to meta-data.")
 ERR_MD_INVALID = (119, "No valid meta-data signature found.\n\n"
                        "\t==> Use 'drbdadm create-md res' to initialize meta-data area. <==\n")
+ERR_LOCAL_ADDR = (102, "Local address(port) already in use.")
+ERR_AUTH_ALG = (120, "The 'cram-hmac-alg' you specified is not known in the kernel. "
+                     "(Maybe you need to modprobe it, or modprobe hmac?)")
 ERR_DISK_CONFIGURED = (124, "Device is attached to a disk (use detach first)")
 ERR_NET_CONFIGURED = (125, "Device has a net-config (use disconnect first)")
 ERR_MINOR_INVALID = (127, "Device minor not allocated")
 ERR_NO_DISK = (138, "Device does not have a disk-config")
 ERR_MINOR_EXISTS = (161, "Device minor already exists")
 ERR_INVALID_REQUEST = (162, "Invalid configuration request")
+ERR_INVALID_DISK_OPTION = (126, "UnknownMandatoryTag")
 ERR_MD_UNCLEAN = (165, "Found unclean meta data. Did you \"drbdadm apply-al\"?")
 
 
@@ -159,40 +163,71 @@ async def _secondary(daemon: Any, args: dict) -> Reply:
 
 @handler("connect")
 async def _connect(daemon: Any, args: dict) -> Reply:
+    from replicator.peer import Peer
+    from replicator.settings import OptionError, net_options
     res = daemon.resource
-    if res.state.conn != Conn.StandAlone:
+    if res.state.conn != Conn.StandAlone or res.peer is not None:
         return failure(daemon.name, ERR_NET_CONFIGURED)
-    res.net = dict(args.get("options") or {})
-    res.net["_local"] = args["local"]
-    res.net["_peer"] = args["peer"]
-    res.net["_peer_name"] = args.get("peer_name") or "peer"
+    given = dict(args.get("options") or {})
+    try:
+        opts = net_options(given)
+    except OptionError as e:
+        return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
+    if opts["cram-hmac-alg"]:
+        import hashlib
+        try:
+            hashlib.new(opts["cram-hmac-alg"])
+        except ValueError:
+            return failure(daemon.name, ERR_AUTH_ALG)
+    res.net = {**opts, "_local": args["local"], "_peer": args["peer"],
+               "_peer_name": args.get("peer_name") or "peer"}
+    try:
+        peer = Peer(daemon, args["local"], args["peer"], opts, res.net["_peer_name"],
+                    discard_my_data=bool(given.get("discard-my-data")))
+    except ValueError as e:
+        res.net = None
+        return failure(daemon.name, ERR_LOCAL_ADDR, str(e))
+    res.peer = peer
     res.change("resource", hard=True, conn=Conn.Unconnected)
-    daemon.nursery.start_soon(_enter_wf_connection, daemon)
+    daemon.nursery.start_soon(_run_peer, daemon, peer)
     return ok()
 
 
-async def _enter_wf_connection(daemon: Any) -> None:
-    # The listener/connector proper arrives with replication; until then the resource waits.
-    await trio.sleep(0)
+async def _run_peer(daemon: Any, peer: Any) -> None:
     res = daemon.resource
-    if res.state.conn == Conn.Unconnected:
-        res.change("resource", hard=True, conn=Conn.WFConnection)
+    try:
+        await peer.run()
+    finally:
+        if res.peer is peer:
+            res.peer = None
+            res.net = None
+            if res.state.conn != Conn.StandAlone:
+                res.change("resource", hard=True, conn=Conn.StandAlone)
 
 
 @handler("disconnect")
 async def _disconnect(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
-    if res.state.conn == Conn.StandAlone:
+    if res.state.conn == Conn.StandAlone and res.peer is None:
         return ok()
     await disconnect(daemon)
     return ok()
 
 
 async def disconnect(daemon: Any) -> None:
+    """Graceful: the peer hears it (and logs TearDown); we end StandAlone."""
     res = daemon.resource
-    res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
-               pdsk=Disk.DUnknown)
-    res.change("resource", hard=True, conn=Conn.StandAlone)
+    peer = res.peer
+    res.peer = None
+    if peer is not None:
+        await peer.stop()
+    if res.state.conn != Conn.StandAlone:
+        had_peer_data = res.state.pdsk >= Disk.Inconsistent
+        res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
+                   pdsk=Disk.DUnknown)
+        res.change("resource", hard=True, conn=Conn.StandAlone)
+        if had_peer_data and res.state.role == Role.Primary and res.device is not None:
+            res.device.new_current_uuid_if_needed()
     res.net = None
 
 

@@ -43,7 +43,8 @@ class Device:
         self.bitmap: Bitmap = md.bitmap
         self.al = md.al
         self._size = md.data_bytes
-        self.fencing = str(options.get("fencing", "dont-care"))
+        self.disk_opts = options
+        self.fencing = options["fencing"]
         self.open_count = 0
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
@@ -60,6 +61,16 @@ class Device:
         return self._size
 
     async def read(self, offset: int, length: int) -> bytes:
+        s = self.resource.state
+        if s.disk < Disk.UpToDate and self.bitmap.count_bits(offset // 4096,
+                                                             (offset + length - 1) // 4096
+                                                             - offset // 4096 + 1):
+            peer = self.resource.peer
+            data = await peer.remote_read(offset, length) if peer is not None else None
+            if data is None:
+                raise pyfuse3.FUSEError(errno.EIO)
+            self.read_kib += length >> 10
+            return data
         data = os.pread(self.fd, length, offset)
         if len(data) < length:        # a sparse file's tail reads short: zeros
             data += bytes(length - len(data))
@@ -71,12 +82,20 @@ class Device:
         first, last = Bitmap.extents_of_range(offset, length)
         await self._al_begin(first, last)
         try:
+            peer = self.resource.peer
+            pending = None
+            if peer is not None and peer.mirroring():
+                pending = peer.submit_write(offset, data)   # queued before the local write:
+                if peer.resync is not None:                 # same order on both disks
+                    peer.resync.app_write(offset, length)
             done = 0
             view = memoryview(data)
             while done < length:
                 done += os.pwrite(self.fd, view[done:], offset + done)
-            if self.resource.state.pdsk != Disk.UpToDate:
+            if pending is None:                  # nobody else has it: out of sync
                 self.bitmap.set_range(offset, length)
+            if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
+                await pending.done.wait()
         finally:
             self.al.end_io(first, last)
         self.written_kib += length >> 10
@@ -95,15 +114,26 @@ class Device:
         self.al_writes += written
 
     async def flush(self) -> None:
-        await trio.to_thread.run_sync(os.fdatasync, self.fd)
+        peer = self.resource.peer
+        if peer is None or not peer.mirroring():
+            await trio.to_thread.run_sync(os.fdatasync, self.fd)
+            return
+        async with trio.open_nursery() as nursery:   # local and remote flush in parallel
+            nursery.start_soon(trio.to_thread.run_sync, os.fdatasync, self.fd)
+            nursery.start_soon(peer.flush)
 
     async def discard(self, offset: int, length: int) -> None:
         first, last = Bitmap.extents_of_range(offset, length)
         await self._al_begin(first, last)
         try:
+            peer = self.resource.peer
+            pending = peer.submit_discard(offset, length) if (
+                peer is not None and peer.mirroring()) else None
             await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
-            if self.resource.state.pdsk != Disk.UpToDate:
+            if pending is None:
                 self.bitmap.set_range(offset, length)
+            else:
+                await pending.done.wait()
         finally:
             self.al.end_io(first, last)
 
@@ -141,7 +171,7 @@ class Device:
         uu = self.md.uuids
         if ((s.conn < Conn.Connected or s.pdsk <= Disk.Failed) and uu[1] == 0) or forced:
             uu = U.new_current(uu, primary=True)
-            self.md.set_uuids(uu)
+            self.set_uuids(uu)
             self.log.device(f"new current UUID {U.fmt(uu)}")
         res.change("device", **changes)
         return 0, ""
@@ -177,6 +207,43 @@ class Device:
         if sb.flags != before_flags or list(sb.uuids) != before_uuids:
             self.md.write_superblock()
 
+    # -- for the replication side ----------------------------------------------------------
+    def backing_size(self) -> int:
+        """What this node could offer (its usable data size), for the size handshake."""
+        return self.md.data_bytes
+
+    def agree_size(self, peer_size: int) -> None:
+        """The device is the smaller of the two nodes' usable sizes."""
+        agreed = min(self.md.data_bytes, peer_size) if peer_size > 0 else self.md.data_bytes
+        if agreed != self._size:
+            self.log.device(f"size = {agreed // KIB} KB ({agreed // 512} sectors)")
+        self._size = agreed
+        if self.md.sb.la_size_sect != agreed // 512:
+            self.md.sb.la_size_sect = agreed // 512
+            self.md.write_superblock()
+
+    def crashed_primary(self) -> bool:
+        return self.md.sb.has(MDF.CRASHED_PRIMARY)
+
+    def set_uuids(self, uuids: list[int]) -> None:
+        """Store new generation UUIDs durably and tell the peer."""
+        self.md.set_uuids(uuids)
+        self.md.write_superblock()
+        peer = self.resource.peer
+        if peer is not None:
+            peer.send_uuids()
+
+    def new_current_uuid_if_needed(self) -> None:
+        """A Primary that lost its peer starts a new data generation (once: B == 0)."""
+        uu = self.md.uuids
+        if uu[1] == 0 and self.resource.state.disk >= Disk.UpToDate:
+            uu = U.new_current(uu, primary=self.resource.state.role == Role.Primary)
+            self.set_uuids(uu)
+            self.log.device(f"new current UUID {U.fmt(uu)}")
+
+    def flush_bitmap(self) -> None:
+        self.bm_writes += self.md.flush_bitmap()
+
     def statistics(self) -> dict:
         return {
             "backing_dev": self.backing_path,
@@ -204,19 +271,12 @@ def _initial_disk_state(md: Metadata, fencing: str) -> tuple[Disk, Disk]:
     return disk, pdsk
 
 
-def _al_extents(options: dict) -> int:
-    raw = options.get("al-extents")
-    if raw is None:
-        return 1237
-    from replicator.config.options import strtoll
-    return max(67, min(int(strtoll(str(raw), "1")), 65534))
-
-
 async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
                         options: dict) -> None:
     """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
     import fuseblk
-    from replicator.commands import ERR_MD_INVALID, ERR_MD_UNCLEAN, ERR_OPEN_DISK
+    from replicator.commands import (ERR_INVALID_DISK_OPTION, ERR_MD_INVALID, ERR_MD_UNCLEAN,
+                                     ERR_OPEN_DISK)
     res = daemon.resource
     if meta_index in (None, "internal"):
         spec = MetaSpec()
@@ -224,6 +284,11 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         spec = MetaSpec(meta_disk)
     else:
         spec = MetaSpec(meta_disk, int(meta_index))
+    from replicator.settings import OptionError, disk_options
+    try:
+        disk_opts = disk_options(options)
+    except OptionError as e:
+        raise AttachError(*ERR_INVALID_DISK_OPTION, str(e)) from None
     res.change("device", hard=True, disk=Disk.Attaching)
     try:
         md = Metadata.open(disk, spec)
@@ -233,7 +298,7 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
             raise AttachError(*ERR_OPEN_DISK, str(e)) from None
         raise AttachError(*ERR_MD_INVALID, str(e)) from None
     try:
-        notes = md.attach(al_extents=_al_extents(options))
+        notes = md.attach(al_extents=disk_opts["al-extents"])
     except UncleanMetadata as e:
         md.close()
         res.change("device", hard=True, disk=Disk.Diskless)
@@ -244,7 +309,7 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         raise AttachError(*ERR_MD_INVALID, str(e)) from None
     for note in notes:
         res.log.device(note)
-    dev = Device(res, md, disk, options)
+    dev = Device(res, md, disk, disk_opts)
     res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
     disk_state, pdsk = _initial_disk_state(md, dev.fencing)
     res.device = dev

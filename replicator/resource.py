@@ -25,6 +25,7 @@ class Resource:
         self.volume_nr = 0
         self.device_path: str | None = None
         self.device = None            # replicator.device.Device once attached
+        self.peer = None              # replicator.peer.Peer while a net config exists
         self.net: dict[str, Any] | None = None   # connect options (issue: replication)
         self.resource_options: dict[str, Any] = {}
         self.listeners: list[Listener] = []
@@ -62,6 +63,8 @@ class Resource:
             self.log.resource_line(text)
         if self.device is not None:
             self.device.state_changed(old, new)
+        if self.peer is not None:
+            self.peer.state_changed(old, new)
         self.notify("state", {"old": old, "new": new})
         return new
 

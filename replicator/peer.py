@@ -1,0 +1,546 @@
+"""The replication link of a resource: connection manager, handshake and mirrored writes.
+
+``Peer.run`` keeps trying to reach the peer (WFConnection), and for each agreed connection
+runs a session: settings and sizes are checked, generation UUIDs decide whether and which
+way to resync, then frames are handled in arrival order (which is what keeps overlapping
+writes in order on the peer's disk). Writes wait for the ack their protocol needs:
+A = handed to the kernel, B = RECV_ACK, C = WRITE_ACK. Every mirrored write stays in the
+transfer log until the peer confirmed it; whatever is still there when the connection
+breaks is marked out of sync, so nothing is silently lost.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from replicator import resync
+from replicator import uuids as U
+from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
+from replicator.link import LinkClosed, PeerLink
+from replicator.protocol import Msg, ProtocolError
+from replicator.states import Conn, Disk, Role
+
+BARRIER_EVERY = 64          # writes between barriers (protocols A and B)
+
+# conn states in which application writes are mirrored
+MIRRORING = frozenset({Conn.Connected, Conn.StartingSyncS, Conn.StartingSyncT, Conn.WFBitMapS,
+                       Conn.WFBitMapT, Conn.WFSyncUUID, Conn.SyncSource, Conn.SyncTarget,
+                       Conn.PausedSyncS, Conn.PausedSyncT, Conn.VerifyS, Conn.VerifyT})
+
+
+class SessionEnd(Exception):
+    """Why a session ended: the transient conn state to pass through, and whether to retry."""
+
+    def __init__(self, reason: Conn, retry: bool = True, message: str = ""):
+        super().__init__(message or reason.name)
+        self.reason, self.retry, self.message = reason, retry, message
+
+
+@dataclass
+class Pending:
+    seq: int
+    offset: int
+    length: int
+    done: trio.Event = field(default_factory=trio.Event)
+    acked: bool = False
+
+
+class Peer:
+    def __init__(self, daemon: Any, local: str, peer: str, options: dict, peer_name: str,
+                 discard_my_data: bool = False):
+        self.daemon = daemon
+        self.res = daemon.resource
+        self.log = daemon.log
+        self.local, self.remote = Endpoint.parse(local), Endpoint.parse(peer)
+        self.opts = options
+        self.protocol = options["protocol"]
+        self.peer_name = peer_name
+        self.discard_my_data = discard_my_data
+        self.connector = Connector(self.local, self.remote, options["connect-int"], self.log)
+        self.link: PeerLink | None = None
+        self.scope = trio.CancelScope()
+        self.session_scope: trio.CancelScope | None = None
+        self.stopping = False
+        self.seq = 0
+        self.tl: dict[int, Pending] = {}
+        self.since_barrier = 0
+        self.flushes: dict[int, trio.Event] = {}
+        self.flush_id = 0
+        self.peer_uuids: list[int] = [0, 0, 0, 0]
+        self.peer_params: dict = {}
+        self.resync: resync.Resync | None = None
+        self.last_ping_ack = time.monotonic()
+        self.ping_waiting: trio.Event | None = None
+        self.reads: dict[int, tuple[trio.Event, list]] = {}
+        self.read_id = 0
+        self.ns_kib = 0        # sent to the peer (application + resync data)
+        self.nr_kib = 0        # received from the peer
+
+    # -- manager ----------------------------------------------------------------------------
+    @property
+    def dev(self):
+        return self.res.device
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                await self.connector.open_listener()
+            except OSError as e:
+                self.log.resource_line(f"Failed to listen on {self.local}: {e.strerror}")
+                self._to_standalone(Conn.Unconnected)
+                return
+            try:
+                await self._manage()
+            finally:
+                self.connector.close()
+                if self.link is not None:
+                    self.link.close()
+                    self.link = None
+                self._release_pending()
+
+    async def _manage(self) -> None:
+        res = self.res
+        while True:
+            if res.state.conn == Conn.Unconnected:
+                res.change("resource", hard=True, conn=Conn.WFConnection)
+            link = await self.connector.establish()
+            self.log.resource_line("Handshake successful: Agreed network protocol version 1")
+            res.change("resource", hard=True, conn=Conn.WFReportParams)
+            try:
+                if self.opts["cram-hmac-alg"]:
+                    n = await authenticate(link, self.opts["cram-hmac-alg"],
+                                           self.opts["shared-secret"])
+                    self.log.resource_line(f"Peer authenticated using {n} bytes HMAC")
+                await self._session(link)
+                end = SessionEnd(Conn.NetworkFailure)
+            except AuthFailed as e:
+                self.log.resource_line(str(e))
+                end = SessionEnd(Conn.Disconnecting, retry=False)
+            except SessionEnd as e:
+                end = e
+            except LinkClosed:
+                end = SessionEnd(Conn.NetworkFailure)
+            except ProtocolError as e:
+                self.log.resource_line(f"protocol error: {e}")
+                end = SessionEnd(Conn.ProtocolError)
+            except trio.TooSlowError:
+                end = SessionEnd(Conn.Timeout)
+            finally:
+                link.close()
+                self.link = None
+            self._connection_lost(end)
+            if not end.retry:
+                return
+
+    def _connection_lost(self, end: SessionEnd) -> None:
+        """Everything not confirmed by the peer is out of sync; move through conn states."""
+        res = self.res
+        self._release_pending()
+        was_primary_with_peer = res.state.role == Role.Primary and res.state.pdsk >= Disk.Inconsistent
+        if end.message and end.reason != Conn.Disconnecting:
+            self.log.resource_line(end.message)
+        reason = end.reason if end.retry else Conn.Disconnecting
+        res.change("resource", hard=True, conn=reason, peer=Role.Unknown, pdsk=Disk.DUnknown,
+                   aftr_isp=False, peer_isp=False, user_isp=False)
+        if was_primary_with_peer and self.dev is not None:
+            self.dev.new_current_uuid_if_needed()
+        if end.retry:
+            res.change("resource", hard=True, conn=Conn.Unconnected)
+        else:
+            res.change("resource", hard=True, conn=Conn.StandAlone)
+
+    def _release_pending(self) -> None:
+        """Unconfirmed writes become out-of-sync blocks; waiting writers and readers go on."""
+        if self.resync is not None:
+            self.resync.stop()
+            self.resync = None
+        lost = list(self.tl.values())
+        self.tl.clear()
+        for p in lost:
+            if self.dev is not None:
+                self.dev.bitmap.set_range(p.offset, p.length)
+            p.done.set()
+        for ev in self.flushes.values():
+            ev.set()
+        self.flushes.clear()
+        for ev, box in self.reads.values():
+            box.append(None)
+            ev.set()
+        self.reads.clear()
+
+    def _to_standalone(self, reason: Conn) -> None:
+        self.res.change("resource", hard=True, conn=Conn.StandAlone)
+
+    async def stop(self) -> None:
+        """Graceful disconnect: tell the peer, then drop the connection."""
+        self.stopping = True
+        if self.link is not None and not self.link.closed:
+            sent = trio.Event()
+            try:
+                self.link.send(Msg.DISCONNECT, {}, done=sent)
+                with trio.move_on_after(2):
+                    await sent.wait()      # after everything queued before it (STATE...)
+            except LinkClosed:
+                pass
+        self.scope.cancel()
+
+    # -- session ----------------------------------------------------------------------------
+    async def _session(self, link: PeerLink) -> None:
+        self.link = link
+        try:
+            await self._session_tasks(link)
+        except BaseExceptionGroup as group:
+            raise _reason(group) from None
+
+    async def _session_tasks(self, link: PeerLink) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._sender, link)
+            self._send_params(link)
+            frames = link.frames()
+            first = await self._next(frames)
+            if first.type != Msg.PARAMS:
+                raise ProtocolError(f"expected PARAMS, got {first.type.name}")
+            try:
+                self._handshake(first.body)
+            except SessionEnd:
+                await self._goodbye()         # our PARAMS must reach the peer before we go
+                raise
+            nursery.start_soon(self._pinger, link)
+            async for frame in frames:
+                await self._dispatch(frame)
+            raise LinkClosed("peer closed the connection")
+
+    async def _goodbye(self) -> None:
+        sent = trio.Event()
+        try:
+            self.send(Msg.DISCONNECT, {"reason": "handshake"}, done=sent)
+        except LinkClosed:
+            return
+        with trio.move_on_after(2):
+            await sent.wait()
+
+    async def _sender(self, link: PeerLink) -> None:
+        try:
+            await link.sender()
+        except LinkClosed:
+            link.close()
+
+    async def _next(self, frames) -> Any:
+        with trio.fail_after(self.opts["ping-timeout"] / 10 * 4 + 5):
+            return await frames.__anext__()
+
+    def send(self, msg: Msg, body: Any = None, data: Any = None, done: trio.Event | None = None) -> None:
+        if self.link is None or self.link.closed:
+            raise LinkClosed("not connected")
+        self.link.send(msg, body, data, done)
+
+    def _send_params(self, link: PeerLink) -> None:
+        dev = self.dev
+        o = self.opts
+        link.send(Msg.PARAMS, {
+            "protocol": self.protocol,
+            "after-sb": [o["after-sb-0pri"], o["after-sb-1pri"], o["after-sb-2pri"]],
+            "two-primaries": o["allow-two-primaries"],
+            "discard-my-data": self.discard_my_data,
+            "size": dev.backing_size() if dev else 0,
+            "uuids": dev.md.uuids if dev else [0, 0, 0, 0],
+            "bits": dev.bitmap.count() if dev else 0,
+            "flags": self._uuid_flags(),
+            "role": int(self.res.state.role),
+            "disk": int(self.res.state.disk),
+            "verify-alg": o["verify-alg"],
+            "csums-alg": o["csums-alg"],
+        })
+
+    def _uuid_flags(self) -> int:
+        dev = self.dev
+        flags = 0
+        if self.discard_my_data:
+            flags |= 1
+        if dev is not None and dev.crashed_primary():
+            flags |= 2
+        if self.res.state.disk <= Disk.Inconsistent:
+            flags |= 4
+        return flags
+
+    def _check_settings(self, p: dict) -> None:
+        o = self.opts
+        def bad(what: str) -> SessionEnd:
+            self.log.resource_line(f"incompatible {what}")
+            return SessionEnd(Conn.Disconnecting, retry=False)
+        if p.get("protocol") != self.protocol:
+            raise bad("communication protocols")
+        names = ["after-sb-0pri", "after-sb-1pri", "after-sb-2pri"]
+        for i, name in enumerate(names):
+            if p["after-sb"][i] != o[name]:
+                raise bad(f"{name} settings")
+        if p.get("two-primaries") != o["allow-two-primaries"]:
+            raise bad("setting of the two-primaries options")
+        if p.get("discard-my-data") and self.discard_my_data:
+            raise bad("both sides have the \"discard_my_data\" flag set")
+
+    def _handshake(self, p: dict) -> None:
+        from replicator.sync_handshake import PeerInfo, sync_handshake
+        self._check_settings(p)
+        self.peer_params = p
+        dev = self.dev
+        res = self.res
+        self.peer_uuids = list(p["uuids"])
+        if dev is None:
+            raise SessionEnd(Conn.Disconnecting, retry=False, message="no local disk")
+        dev.agree_size(int(p["size"]))
+        mine = PeerInfo(tuple(dev.md.uuids), dev.bitmap.count(), self._uuid_flags(),
+                        res.state.role, res.state.disk)
+        theirs = PeerInfo(tuple(p["uuids"]), int(p["bits"]), int(p["flags"]),
+                          Role(p["role"]), Disk(p["disk"]))
+        o = self.opts
+        decision = sync_handshake(
+            mine, theirs, resolve_conflicts=self.link_accepted(),
+            after_sb_0pri=o["after-sb-0pri"], after_sb_1pri=o["after-sb-1pri"],
+            after_sb_2pri=o["after-sb-2pri"], always_asbp=o["always-asbp"],
+            discard_my_data=self.discard_my_data, rr_conflict=o["rr-conflict"],
+            i_am_primary=res.state.role == Role.Primary,
+            peer_is_primary=Role(p["role"]) == Role.Primary)
+        self.discard_my_data = False          # one-shot, as drbdadm connect --discard-my-data
+        for line in decision.log:
+            self.log.device(line)
+        if decision.uuids is not None:
+            dev.set_uuids(list(decision.uuids))
+        peer_disk = Disk(p["disk"])
+        if decision.action == "disconnect":
+            raise SessionEnd(Conn.Disconnecting, retry=False)
+        if decision.full_sync:
+            dev.bitmap.set_all()
+        if decision.action == "connected":
+            res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.Connected,
+                       pdsk=peer_disk)
+            return
+        self.resync = resync.Resync(self, source=decision.action == "sync_source")
+        if decision.action == "sync_source":
+            res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.WFBitMapS,
+                       pdsk=peer_disk)
+        else:
+            res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.WFBitMapT,
+                       pdsk=peer_disk)
+        self.resync.begin()
+
+    def link_accepted(self) -> bool:
+        return bool(self.link is not None and getattr(self.link, "accepted", False))
+
+    # -- keepalive --------------------------------------------------------------------------
+    async def _pinger(self, link: PeerLink) -> None:
+        interval = self.opts["ping-int"]
+        timeout = self.opts["ping-timeout"] / 10
+        while True:
+            await trio.sleep(interval)
+            self.ping_waiting = trio.Event()
+            self.send(Msg.PING)
+            with trio.move_on_after(timeout) as cs:
+                await self.ping_waiting.wait()
+            if cs.cancelled_caught:
+                self.log.resource_line("PingAck did not arrive in time.")
+                link.close()
+                self.session_end = SessionEnd(Conn.NetworkFailure)
+                raise SessionEnd(Conn.NetworkFailure)
+
+    # -- frames -----------------------------------------------------------------------------
+    async def _dispatch(self, frame) -> None:
+        t, b = frame.type, frame.body
+        if t == Msg.DATA:
+            await self._on_data(b, frame.data)
+        elif t == Msg.WRITE_ACK or t == Msg.RECV_ACK:
+            p = self.tl.get(b["seq"])
+            if p is not None:
+                p.acked = True
+                if t == Msg.WRITE_ACK:
+                    del self.tl[b["seq"]]
+                p.done.set()
+        elif t == Msg.NEG_ACK:
+            p = self.tl.pop(b["seq"], None)
+            if p is not None:
+                self.dev.bitmap.set_range(p.offset, p.length)
+                p.done.set()
+        elif t == Msg.FLUSH:
+            if b.get("sync") and self.dev is not None:
+                await trio.to_thread.run_sync(os.fdatasync, self.dev.fd)
+            self.send(Msg.FLUSH_ACK, {"id": b["id"], "upto": b["upto"]})
+        elif t == Msg.FLUSH_ACK:
+            self._retire_upto(b["upto"])
+            ev = self.flushes.pop(b["id"], None)
+            if ev is not None:
+                ev.set()
+        elif t == Msg.PING:
+            self.send(Msg.PING_ACK)
+        elif t == Msg.PING_ACK:
+            if self.ping_waiting is not None:
+                self.ping_waiting.set()
+        elif t == Msg.STATE:
+            self._on_peer_state(b)
+        elif t == Msg.UUIDS:
+            self.peer_uuids = list(b["uuids"])
+        elif t == Msg.DISCARD:
+            await self._on_discard(b)
+        elif t == Msg.READ_REQUEST:
+            data = os.pread(self.dev.fd, b["len"], b["off"])
+            self.send(Msg.READ_REPLY, {"id": b["id"]}, data)
+        elif t == Msg.READ_REPLY:
+            ev, box = self.reads.pop(b["id"], (None, None))
+            if ev is not None:
+                box.append(bytes(frame.data or b""))
+                ev.set()
+        elif t == Msg.DISCONNECT:
+            raise SessionEnd(Conn.TearDown)
+        elif self.resync is not None and await self.resync.handle(frame):
+            pass
+        elif t in resync.SOURCE_SIDE_MESSAGES:
+            await resync.handle_unsolicited(self, frame)
+        else:
+            raise ProtocolError(f"unexpected {t.name} in state {self.res.state.conn.name}")
+
+    async def _on_data(self, b: dict, data: memoryview) -> None:
+        dev = self.dev
+        seq = b["seq"]
+        if self.protocol == "B":
+            self.send(Msg.RECV_ACK, {"seq": seq})
+        try:
+            off, done = b["off"], 0
+            while done < len(data):
+                done += os.pwrite(dev.fd, data[done:], off + done)
+        except OSError as e:
+            self.log.device(f"write error on the backing device: {e.strerror}")
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            return
+        dev.written_kib += len(data) >> 10
+        self.nr_kib += len(data) >> 10
+        if self.resync is not None:
+            self.resync.app_write(b["off"], len(data))
+        if self.protocol == "C":
+            self.send(Msg.WRITE_ACK, {"seq": seq})
+
+    async def _on_discard(self, b: dict) -> None:
+        from fuseblk.file_engine import punch_hole
+        await trio.to_thread.run_sync(punch_hole, self.dev.fd, b["off"], b["len"])
+        if self.protocol == "C":
+            self.send(Msg.WRITE_ACK, {"seq": b["seq"]})
+
+    def _on_peer_state(self, b: dict) -> None:
+        res = self.res
+        role, disk = Role(b["role"]), Disk(b["disk"])
+        if "uuids" in b:
+            self.peer_uuids = list(b["uuids"])
+        res.change("device", hard=True, peer=role, pdsk=disk)
+        if self.resync is None and res.state.conn == Conn.Connected:
+            resync.maybe_start_after_state(self)
+
+    def state_changed(self, old, new) -> None:
+        """Tell the peer when my role or disk changed (called for every state change)."""
+        if self.link is None or new.conn < Conn.Connected and new.conn != Conn.WFReportParams:
+            return
+        if old.role != new.role or old.disk != new.disk:
+            try:
+                self.send(Msg.STATE, {"role": int(new.role), "disk": int(new.disk),
+                                      "uuids": self.dev.md.uuids if self.dev else [0, 0, 0, 0]})
+            except LinkClosed:
+                pass
+
+    def send_uuids(self) -> None:
+        if self.link is not None and self.dev is not None:
+            try:
+                self.send(Msg.UUIDS, {"uuids": self.dev.md.uuids})
+            except LinkClosed:
+                pass
+
+    # -- the write path (called by the device) ---------------------------------------------
+    def mirroring(self) -> bool:
+        return (self.link is not None and not self.link.closed
+                and self.res.state.conn in MIRRORING and self.res.state.pdsk >= Disk.Inconsistent)
+
+    def submit_write(self, offset: int, data: bytes | memoryview) -> Pending:
+        """Queue a mirrored write; returns what to wait on (per protocol)."""
+        self.seq += 1
+        p = Pending(self.seq, offset, len(data))
+        self.tl[p.seq] = p
+        done = p.done if self.protocol == "A" else None
+        self.send(Msg.DATA, {"seq": p.seq, "off": offset}, data, done)
+        self.ns_kib += len(data) >> 10
+        if self.protocol != "C":
+            self.since_barrier += 1
+            if self.since_barrier >= BARRIER_EVERY:
+                self._barrier(sync=False)
+        return p
+
+    def submit_discard(self, offset: int, length: int) -> Pending:
+        self.seq += 1
+        p = Pending(self.seq, offset, length)
+        self.tl[p.seq] = p
+        self.send(Msg.DISCARD, {"seq": p.seq, "off": offset, "len": length})
+        if self.protocol != "C":
+            self._barrier(sync=False)
+        return p
+
+    def _barrier(self, sync: bool) -> trio.Event:
+        self.flush_id += 1
+        ev = trio.Event()
+        self.flushes[self.flush_id] = ev
+        self.since_barrier = 0
+        self.send(Msg.FLUSH, {"id": self.flush_id, "upto": self.seq, "sync": sync})
+        return ev
+
+    def _retire_upto(self, upto: int) -> None:
+        for seq in [s for s in self.tl if s <= upto]:
+            p = self.tl.pop(seq)
+            p.done.set()
+
+    async def flush(self) -> None:
+        """Round trip that returns once the peer has everything before it on stable storage."""
+        if not self.mirroring():
+            return
+        try:
+            ev = self._barrier(sync=True)
+        except LinkClosed:
+            return
+        await ev.wait()
+
+    async def remote_read(self, offset: int, length: int) -> bytes | None:
+        """Read a block the local disk does not have yet (SyncTarget Primary)."""
+        self.read_id += 1
+        ev, box = trio.Event(), []
+        self.reads[self.read_id] = (ev, box)
+        try:
+            self.send(Msg.READ_REQUEST, {"id": self.read_id, "off": offset, "len": length})
+        except LinkClosed:
+            self.reads.pop(self.read_id, None)
+            return None
+        await ev.wait()
+        return box[0] if box else None
+
+    def statistics(self) -> dict:
+        stats = {"ns_kib": self.ns_kib, "nr_kib": self.nr_kib, "pending": len(self.tl),
+                 "peer_uuids": U.fmt(self.peer_uuids)}
+        if self.resync is not None:
+            stats.update(self.resync.statistics())
+        return stats
+
+
+_PRIORITY = (SessionEnd, ProtocolError, AuthFailed, trio.TooSlowError, LinkClosed)
+
+
+def _reason(group: BaseExceptionGroup) -> BaseException:
+    """The exception that explains why a session's nursery ended (cancellation wins)."""
+    flat: list[BaseException] = []
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else flat.append(e)
+    walk(group)
+    if any(isinstance(e, trio.Cancelled) for e in flat):
+        return group.split(trio.Cancelled)[0]     # being stopped: nothing else matters
+    for kind in _PRIORITY:
+        for e in flat:
+            if isinstance(e, kind):
+                return e
+    return group

@@ -1,0 +1,350 @@
+"""Resync: bitmap exchange, the SyncTarget's request loop, the SyncSource's answers.
+
+Order of events (8.4): the WFBitMapS side sends its bitmap; the WFBitMapT side ORs it into
+its own, sends that back and waits in WFSyncUUID; the source ORs it too, starts a new sync
+UUID and sends it; the target takes it and becomes SyncTarget. The target then walks its
+set bits and requests the data (or, with ``csums-alg``, sends the digest of its own block
+so the source answers "in sync" when they match); it writes each reply, clears the bits and
+acknowledges, which lets the source clear its bits too. Both sides write their bitmap out
+every second, so an interrupted resync continues where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from typing import Any
+
+import trio
+
+from replicator import uuids as U
+from replicator.protocol import Msg, ProtocolError
+from replicator.states import Conn, Disk
+
+BITMAP_CHUNK = 512 << 10          # raw bitmap bytes per BITMAP frame
+REQUEST_MAX = 1 << 20             # bytes per resync request (a run of set bits)
+BM_FLUSH_INTERVAL = 1.0
+SOURCE_SIDE_MESSAGES = frozenset({Msg.RS_REQUEST, Msg.RS_WRITE_ACK, Msg.RS_DONE, Msg.BITMAP,
+                                  Msg.SYNC_UUID, Msg.STATE_REQ, Msg.OV_REQUEST})
+
+
+def digest(alg: str, data: bytes | memoryview) -> bytes:
+    return hashlib.new(alg, data).digest()
+
+
+class Resync:
+    """One resync (or the bitmap exchange leading to it), on either side."""
+
+    def __init__(self, peer: Any, source: bool):
+        self.peer = peer
+        self.res = peer.res
+        self.dev = peer.dev
+        self.source = source
+        self.scopes: list[trio.CancelScope] = []
+        self.incoming = bytearray()       # the peer's bitmap as it arrives
+        self.started = 0.0
+        self.paused_s = 0.0
+        self.total_bits = 0
+        self.inflight: dict[int, list] = {}   # offset -> [length, superseded]
+        self.inflight_bytes = 0
+        self.wakeup = trio.Event()
+        self.same_csum = 0
+        self.transferred = 0
+        self.done_flag = False
+        self.marks: list[tuple[float, int]] = []   # (time, bits left) every 3 s, for speed
+
+    # -- start ------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """After the handshake decided: the source sends its bitmap first."""
+        if self.source:
+            self._send_bitmap()
+
+    def _send_bitmap(self) -> None:
+        bm = self.dev.bitmap.to_bytes()
+        n = len(bm)
+        for off in range(0, max(n, 1), BITMAP_CHUNK):
+            chunk = bm[off:off + BITMAP_CHUNK]
+            last = off + BITMAP_CHUNK >= n
+            self.peer.send(Msg.BITMAP, {"off": off, "last": last, "n": n},
+                           zlib.compress(chunk, 1))
+
+    def _receive_bitmap(self, b: dict, data: memoryview) -> bool:
+        """Collect one chunk; True when the whole bitmap has arrived and was ORed in."""
+        off = int(b["off"])
+        ours = self.dev.bitmap.nbytes
+        if off < 0 or off % BITMAP_CHUNK:
+            raise ProtocolError(f"bitmap chunk at bad offset {off}")
+        d = zlib.decompressobj()
+        chunk = d.decompress(bytes(data), BITMAP_CHUNK)
+        if d.unconsumed_tail:
+            raise ProtocolError("bitmap chunk too large")
+        if not self.incoming:
+            self.incoming = bytearray(ours)       # bits beyond our size are ignored
+        keep = chunk[:max(0, ours - off)]
+        self.incoming[off:off + len(keep)] = keep
+        if not b["last"]:
+            return False
+        self.dev.bitmap.merge_or(bytes(self.incoming))
+        self.incoming = bytearray()
+        return True
+
+    # -- frames --------------------------------------------------------------------------------
+    async def handle(self, frame) -> bool:
+        t, b = frame.type, frame.body
+        res = self.res
+        if t == Msg.BITMAP:
+            if not self._receive_bitmap(b, frame.data):
+                return True
+            if self.source:                       # got the target's bitmap: start
+                self._start_source()
+            else:                                 # got the source's: answer with ours
+                self._send_bitmap()
+                res.change("device", hard=True, conn=Conn.WFSyncUUID)
+            return True
+        if t == Msg.SYNC_UUID and not self.source:
+            uu = self.dev.md.uuids
+            self.dev.set_uuids([int(b["uuid"]), 0, uu[2], uu[3]])
+            self._start_target()
+            return True
+        if t == Msg.RS_REPLY and not self.source:
+            await self._on_reply(b, frame.data)
+            return True
+        if t == Msg.RS_IN_SYNC and not self.source:
+            self.same_csum += 1
+            self._complete(b["off"], b["len"], None)
+            return True
+        if t == Msg.RS_REQUEST and self.source:
+            self._answer_request(b)
+            return True
+        if t == Msg.RS_WRITE_ACK and self.source:
+            self.dev.bitmap.clear_range(b["off"], b["len"])
+            return True
+        if t == Msg.RS_DONE and self.source:
+            self._finish_source(b)
+            return True
+        return False
+
+    # -- source --------------------------------------------------------------------------------
+    def _start_source(self) -> None:
+        uu = self.dev.md.uuids
+        b = uu[1]
+        new = (b + U.UUID_NEW_BM_OFFSET) & U.MASK64 if b not in (0, 4) else U.with_role_bit(
+            __import__("secrets").randbits(64), False)
+        self.dev.set_uuids([uu[0], new & ~1 & U.MASK64, uu[1], uu[2]])
+        self.dev.log.device(f"updated sync UUID {U.fmt(self.dev.md.uuids)}")
+        self.peer.send(Msg.SYNC_UUID, {"uuid": self.dev.md.uuids[1]})
+        self._begin_common()
+        self.res.change("device", hard=True, conn=Conn.SyncSource, pdsk=Disk.Inconsistent)
+        self.dev.log.device(f"Began resync as SyncSource (will sync {self.total_bits * 4} KB "
+                            f"[{self.total_bits} bits set]).")
+        self.peer.nursery.start_soon(self._flusher)
+
+    def _answer_request(self, b: dict) -> None:
+        off, length = int(b["off"]), int(b["len"])
+        if length <= 0 or length > REQUEST_MAX or off < 0 or off + length > self.dev.size():
+            raise ProtocolError(f"resync request {off}+{length} out of range")
+        data = os.pread(self.dev.fd, length, off)
+        if len(data) < length:
+            data += bytes(length - len(data))
+        alg = self.peer.opts["csums-alg"]
+        if b.get("digest") is not None and alg and digest(alg, data) == b["digest"]:
+            self.peer.send(Msg.RS_IN_SYNC, {"off": off, "len": length})
+            self.dev.bitmap.clear_range(off, length)
+            return
+        self.peer.send(Msg.RS_REPLY, {"off": off, "len": length}, data)
+        self.peer.ns_kib += length >> 10
+
+    def _finish_source(self, b: dict) -> None:
+        self.done_flag = True
+        self.dev.set_uuids(U.set_bitmap(self.dev.md.uuids, 0))
+        self._log_done()
+        self.peer.resync = None
+        self.res.change("device", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
+        self.dev.bitmap.clear_all()
+        self.stop()
+
+    # -- target --------------------------------------------------------------------------------
+    def _start_target(self) -> None:
+        self._begin_common()
+        self.res.change("device", hard=True, conn=Conn.SyncTarget, disk=Disk.Inconsistent)
+        self.dev.log.device(f"Began resync as SyncTarget (will sync {self.total_bits * 4} KB "
+                            f"[{self.total_bits} bits set]).")
+        self.peer.nursery.start_soon(self._request_loop)
+        self.peer.nursery.start_soon(self._flusher)
+
+    def _begin_common(self) -> None:
+        self.started = time.monotonic()
+        self.total_bits = self.dev.bitmap.count()
+        self.marks = [(self.started, self.total_bits)]
+
+    def _rate_limit(self) -> int:
+        """Bytes per second the resync may use (0 = unlimited)."""
+        disk = self.dev.disk_opts
+        if disk["c-plan-ahead"] == 0:
+            return disk["resync-rate"] * 1024
+        return disk["c-max-rate"] * 1024
+
+    async def _request_loop(self) -> None:
+        with self._scope():
+            bm = self.dev.bitmap
+            size = self.dev.size()
+            alg = self.peer.opts["csums-alg"]
+            window = max(self.peer.opts["max-buffers"] // 2, 16) * 4096
+            rate = self._rate_limit()
+            t0, sent = time.monotonic(), 0
+            pos = 0
+            while True:
+                while self.res.state.user_isp or self.res.state.peer_isp:
+                    await trio.sleep(0.1)
+                bit = bm.find_next_set(pos)
+                if bit < 0 or bit * 4096 >= size:
+                    if self.inflight:            # wait for answers, then rescan from 0
+                        await self._wait()
+                        pos = 0
+                        continue
+                    first = bm.find_next_set(0)
+                    if first < 0 or first * 4096 >= size:
+                        break
+                    pos = 0
+                    continue
+                stop = bm.find_next_zero(bit)
+                off = bit * 4096
+                run = (stop - bit) * 4096 if stop >= 0 else size - off
+                length = min(run, REQUEST_MAX, size - off)
+                pos = (off + length + 4095) // 4096
+                if any(o < off + length and off < o + v[0] for o, v in self.inflight.items()):
+                    continue                     # a superseded request still in flight
+                while self.inflight_bytes + length > window:
+                    await self._wait()
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        await trio.sleep(ahead)
+                body: dict = {"off": off, "len": length}
+                if alg:
+                    body["digest"] = digest(alg, os.pread(self.dev.fd, length, off))
+                self.inflight[off] = [length, False]
+                self.inflight_bytes += length
+                self.peer.send(Msg.RS_REQUEST, body)
+                sent += length
+            self._finish_target()
+
+    async def _wait(self) -> None:
+        await self.wakeup.wait()
+        self.wakeup = trio.Event()
+
+    def app_write(self, offset: int, length: int) -> None:
+        """A local application write overlapping an in-flight request makes its reply stale."""
+        for o, v in self.inflight.items():
+            if o < offset + length and offset < o + v[0]:
+                v[1] = True
+
+    async def _on_reply(self, b: dict, data: memoryview) -> None:
+        off = int(b["off"])
+        entry = self.inflight.get(off)
+        if entry is None or entry[0] != len(data):
+            raise ProtocolError(f"unexpected resync reply at {off}")
+        if not entry[1]:
+            done = 0
+            while done < len(data):
+                done += os.pwrite(self.dev.fd, data[done:], off + done)
+            self.transferred += len(data)
+            self.peer.nr_kib += len(data) >> 10
+        self._complete(off, len(data), None)
+
+    def _complete(self, off: int, length: int, _: Any) -> None:
+        entry = self.inflight.pop(off, None)
+        if entry is None:
+            raise ProtocolError(f"unexpected resync answer at {off}")
+        self.inflight_bytes -= entry[0]
+        if not entry[1]:                       # superseded replies keep their bits set
+            self.dev.bitmap.clear_range(off, length)
+            self.peer.send(Msg.RS_WRITE_ACK, {"off": off, "len": length})
+        self._mark_progress()
+        self.wakeup.set()
+
+    def _mark_progress(self) -> None:
+        now = time.monotonic()
+        if now - self.marks[-1][0] >= 3:
+            self.marks.append((now, self.dev.bitmap.count()))
+            self.marks = self.marks[-7:]
+
+    def _finish_target(self) -> None:
+        self.done_flag = True
+        pu = self.peer.peer_uuids
+        self.dev.set_uuids([pu[0], 0, pu[1], pu[2]])
+        self.peer.send(Msg.RS_DONE, {"uuids": self.dev.md.uuids})
+        self._log_done()
+        self.peer.resync = None
+        self.res.change("device", hard=True, conn=Conn.Connected, disk=Disk.UpToDate)
+
+    # -- shared --------------------------------------------------------------------------------
+    def _log_done(self) -> None:
+        total = max(int(time.monotonic() - self.started), 1)
+        rate = self.total_bits * 4 // total
+        self.dev.log.device(f"Resync done (total {total} sec; paused {int(self.paused_s)} sec; "
+                            f"{rate} K/sec)")
+        if self.same_csum:
+            pct = self.same_csum * 100 // max(self.total_bits, 1)
+            self.dev.log.device(f"{pct} % had equal checksums, eliminated: "
+                                f"{self.same_csum * 4}K; transferred "
+                                f"{self.transferred // 1024}K total {self.total_bits * 4}K")
+
+    async def _flusher(self) -> None:
+        with self._scope():
+            while not self.done_flag:
+                await trio.sleep(BM_FLUSH_INTERVAL)
+                await trio.to_thread.run_sync(self.dev.flush_bitmap)
+
+    def _scope(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        self.scopes.append(scope)
+        return scope
+
+    def stop(self) -> None:
+        for scope in self.scopes:
+            scope.cancel()
+
+    def statistics(self) -> dict:
+        left = self.dev.bitmap.count()
+        total = max(self.total_bits, 1)
+        done = 100.0 * (1 - left / total) if self.total_bits else 0.0
+        now = time.monotonic()
+        t_mark, bits_mark = self.marks[0] if self.marks else (now, left)
+        dt = max(now - t_mark, 1e-3)
+        speed = max(bits_mark - left, 0) * 4 / dt
+        avg = max(self.total_bits - left, 0) * 4 / max(now - self.started, 1e-3) if self.started else 0
+        return {"done": done, "rs_total_kib": self.total_bits * 4, "rs_left_kib": left * 4,
+                "rs_speed_kib": int(speed), "rs_avg_kib": int(avg),
+                "rs_eta_s": int(left * 4 / speed) if speed > 0 else None,
+                "rs_same_csum": self.same_csum}
+
+
+def maybe_start_after_state(peer: Any) -> None:
+    """Connected, my disk Inconsistent, the peer's UpToDate: become SyncTarget (full).
+
+    This is what follows ``primary --force`` on the peer while connected.
+    """
+    res = peer.res
+    if res.state.disk == Disk.Inconsistent and res.state.pdsk == Disk.UpToDate:
+        dev = peer.dev
+        dev.bitmap.set_all()
+        dev.log.device("Writing the whole bitmap, full sync required after drbd_sync_handshake.")
+        peer.resync = Resync(peer, source=False)
+        peer.send(Msg.STATE_REQ, {"what": "start-sync", "full": True})
+        res.change("device", hard=True, conn=Conn.WFBitMapT)
+
+
+async def handle_unsolicited(peer: Any, frame) -> None:
+    """Messages that start a resync on this side."""
+    res = peer.res
+    b = frame.body
+    if frame.type == Msg.STATE_REQ and b.get("what") == "start-sync":
+        if b.get("full"):
+            peer.dev.bitmap.set_all()
+        peer.resync = Resync(peer, source=True)
+        res.change("device", hard=True, conn=Conn.WFBitMapS)
+        peer.resync.begin()
+        return
+    raise ProtocolError(f"unexpected {frame.type.name} in state {res.state.conn.name}")

@@ -1,0 +1,195 @@
+"""Two daemons on 127.0.0.1 and 127.0.0.2: the walk-through, failover, resync, split brain."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Cluster, Node
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def connected_pair(c: Cluster) -> None:
+    for n in c.nodes:
+        n.drbdadm("create-md", "r0")
+    for n in c.nodes:
+        n.drbdadm("up", "r0")
+    for n in c.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
+
+
+def synced_primary(c: Cluster) -> None:
+    connected_pair(c)
+    c.node1.drbdadm("--", "--overwrite-data-of-peer", "primary", "all")
+    for n in c.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
+                   and s["pdsk"] == "UpToDate", timeout=120, what="synced")
+
+
+def transitions(n: Node) -> list[str]:
+    return [m.split(": ", 1)[1] for m in n.log_messages() if "( " in m and " -> " in m]
+
+
+def contains_in_order(haystack: list[str], needles: list[str]) -> bool:
+    it = iter(haystack)
+    return all(any(n == h for h in it) for n in needles)
+
+
+def data_area_digest(n: Node, size_kib: int) -> str:
+    h = hashlib.sha256()
+    with open(n.disk, "rb") as f:
+        left = size_kib * 1024
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def test_walkthrough(cluster: Cluster, tmp_path: Path):
+    n1, n2 = cluster.node1, cluster.node2
+    connected_pair(cluster)
+    for n in cluster.nodes:
+        snap = n.snapshot()
+        assert (snap["disk"], snap["pdsk"], snap["peer"]) == ("Inconsistent", "Inconsistent",
+                                                              "Secondary")
+        assert contains_in_order(transitions(n), [
+            "disk( Diskless -> Attaching )", "disk( Attaching -> Inconsistent )",
+            "conn( StandAlone -> Unconnected )", "conn( Unconnected -> WFConnection )",
+            "conn( WFConnection -> WFReportParams )",
+            "peer( Unknown -> Secondary ) conn( WFReportParams -> Connected ) "
+            "pdsk( DUnknown -> Inconsistent )"])
+    n1.drbdadm("--", "--overwrite-data-of-peer", "primary", "all")
+    for n in cluster.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
+                   and s["pdsk"] == "UpToDate", timeout=120, what="synced")
+    assert contains_in_order(transitions(n1), [
+        "role( Secondary -> Primary ) disk( Inconsistent -> UpToDate )",
+        "conn( Connected -> WFBitMapS )", "conn( WFBitMapS -> SyncSource )",
+        "conn( SyncSource -> Connected ) pdsk( Inconsistent -> UpToDate )"])
+    assert contains_in_order(transitions(n2), [
+        "peer( Secondary -> Primary ) pdsk( Inconsistent -> UpToDate )",
+        "conn( Connected -> WFBitMapT )", "conn( WFBitMapT -> WFSyncUUID )",
+        "conn( WFSyncUUID -> SyncTarget )",
+        "conn( SyncTarget -> Connected ) disk( Inconsistent -> UpToDate )"])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sh("mkfs.ext3", "-q", "-F", str(n1.device))
+    sh("mount", str(n1.device), str(mnt))
+    (mnt / "hello").write_text("hello\n")
+    with pytest.raises(OSError):                  # node2 is Secondary: no opens
+        os.close(os.open(n2.device, os.O_RDONLY))
+    sh("umount", str(mnt))
+    n1.drbdadm("down", "r0")
+    n2.wait_for(lambda s: s["conn"] == "WFConnection", what="WFConnection after peer down")
+    assert contains_in_order(transitions(n2), [
+        "peer( Primary -> Secondary )",
+        "peer( Secondary -> Unknown ) conn( Connected -> TearDown ) pdsk( UpToDate -> DUnknown )",
+        "conn( TearDown -> Unconnected )", "conn( Unconnected -> WFConnection )"])
+    assert contains_in_order(transitions(n1), [
+        "role( Primary -> Secondary )",
+        "peer( Secondary -> Unknown ) conn( Connected -> Disconnecting ) pdsk( UpToDate -> DUnknown )",
+        "conn( Disconnecting -> StandAlone )", "disk( UpToDate -> Failed )",
+        "disk( Failed -> Diskless )"])
+    n2.drbdadm("primary", "r0")
+    assert "role( Secondary -> Primary )" in transitions(n2)
+    sh("mount", str(n2.device), str(mnt))
+    try:
+        assert (mnt / "hello").read_text() == "hello\n"
+    finally:
+        sh("umount", str(mnt))
+
+
+def test_old_primary_returns_and_gets_exactly_the_changed_blocks(cluster: Cluster):
+    n1, n2 = cluster.node1, cluster.node2
+    synced_primary(cluster)
+    n1.drbdadm("secondary", "r0")
+    n1.drbdadm("down", "r0")
+    n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer gone")
+    n2.drbdadm("primary", "r0")
+    written = set()
+    fd = os.open(n2.device, os.O_RDWR)
+    try:
+        for i in range(37):
+            off = i * 3 * 1024 * 1024 + 4096 * (i % 5)
+            os.pwrite(fd, os.urandom(8192), off)        # two 4 KiB blocks each
+            written |= {off // 4096, off // 4096 + 1}
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert n2.snapshot()["oos_kib"] == len(written) * 4
+    n1.drbdadm("up", "r0")
+    for n in cluster.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
+                   and s["pdsk"] == "UpToDate", timeout=60, what="resynced")
+    began = [m for m in n1.log_messages() if "Began resync as SyncTarget" in m]
+    assert began and began[-1].endswith(f"(will sync {len(written) * 4} KB "
+                                        f"[{len(written)} bits set]).")
+    size_kib = n2.snapshot()["size_kib"]
+    n2.drbdadm("secondary", "r0")
+    for n in cluster.nodes:
+        n.drbdadm("down", "r0")
+    assert data_area_digest(n1, size_kib) == data_area_digest(n2, size_kib)
+
+
+def test_split_brain_detected_and_recovered(cluster: Cluster):
+    n1, n2 = cluster.node1, cluster.node2
+    synced_primary(cluster)
+    for n in cluster.nodes:
+        n.drbdadm("disconnect", "r0")
+    n2.drbdadm("primary", "r0")
+    for n in cluster.nodes:                      # both write while apart
+        fd = os.open(n.device, os.O_RDWR)
+        os.pwrite(fd, os.urandom(4096), 1 << 20)
+        os.close(fd)
+    for n in cluster.nodes:
+        n.drbdadm("connect", "r0")
+    for n in cluster.nodes:
+        n.wait_for(lambda s: s["conn"] == "StandAlone", what="StandAlone after split brain")
+        assert any("Split-Brain detected but unresolved, dropping connection!" in m
+                   for m in n.log_messages())
+    n2.drbdadm("secondary", "r0")
+    n2.drbdadm("connect", "--discard-my-data", "r0")
+    n1.drbdadm("connect", "r0")
+    for n in cluster.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
+                   and s["pdsk"] == "UpToDate", timeout=60, what="recovered")
+    size_kib = n1.snapshot()["size_kib"]
+    n1.drbdadm("secondary", "r0")
+    for n in cluster.nodes:
+        n.drbdadm("down", "r0")
+    assert data_area_digest(n1, size_kib) == data_area_digest(n2, size_kib)
+
+
+def test_wrong_secret_keeps_nodes_apart(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        c.node2.config = tmp_path / "node2.conf"
+        c.node2.env["UDRBD_CONFIG"] = str(c.node2.config)
+        c.node2.config.write_text(c.config.read_text().replace('"secret"', '"wrong"'))
+        for n in c.nodes:
+            n.drbdadm("create-md", "r0")
+            n.drbdadm("up", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "StandAlone", what="StandAlone after auth failure")
+        assert any("Authentication of peer failed" in m
+                   for n in c.nodes for m in n.log_messages())
+        for n in c.nodes:
+            assert n.snapshot()["pdsk"] == "DUnknown"
+    finally:
+        c.cleanup()
