@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fuseblk", description=__doc__.splitlines()[0])
     p.add_argument("image", help="backing file (or block device)")
     p.add_argument("mountpoint", help="regular file to mount on (created if missing)")
-    p.add_argument("--direct-io", action="store_true", help="FOPEN_DIRECT_IO on open")
+    p.add_argument("--page-cache", dest="direct_io", action="store_false",
+                   help="let the kernel page-cache the file (default: FOPEN_DIRECT_IO)")
     p.add_argument("--inline-max", type=int, default=None,
                    help="largest read/write done inline (default: all); larger use threads")
     p.add_argument("--max-background", type=int, default=None)

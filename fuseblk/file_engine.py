@@ -6,7 +6,7 @@ import errno
 import os
 from typing import Optional, Union
 
-import trio
+from fuseblk.workers import WorkerPool
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -36,13 +36,14 @@ class FileEngine:
     Reads and writes of up to ``inline_max`` bytes run inline on the trio thread: against
     the page cache a 4 KiB-1 MiB pread/pwrite costs less than a hand-off to a worker thread
     and back (measured with bench/: see the numbers in bench/README or the commit log).
-    Larger ones, flush and discard go through ``trio.to_thread`` so a slow disk does not
-    stall the other requests. ``inline_max=None`` keeps every read/write inline, 0 sends
+    Larger ones, flush and discard go to a small thread pool (fuseblk.workers, cheaper than
+    ``trio.to_thread``) so a slow disk does not stall the other requests. ``inline_max=None`` keeps every read/write inline, 0 sends
     all of them to threads.
     """
 
     def __init__(self, path: str, *, size: Optional[int] = None,
-                 inline_max: Optional[int] = None, readonly: bool = False) -> None:
+                 inline_max: Optional[int] = None, readonly: bool = False,
+                 threads: int = 2) -> None:
         self.path = path
         self.fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
         try:
@@ -54,10 +55,12 @@ class FileEngine:
             os.close(self.fd)
             raise
         self.inline_max = inline_max
+        self._pool = WorkerPool(threads, name="file-engine")
         self.open_count = 0
         self.open_writable = 0
 
     def close(self) -> None:
+        self._pool.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -70,7 +73,7 @@ class FileEngine:
         if im is None or length <= im:
             data = os.pread(self.fd, length, offset)
         else:
-            data = await trio.to_thread.run_sync(os.pread, self.fd, length, offset)
+            data = await self._pool.run(os.pread, self.fd, length, offset)
         if len(data) != length:  # only if the file shrank underneath us
             data += bytes(length - len(data))
         return data
@@ -80,7 +83,7 @@ class FileEngine:
         if im is None or len(data) <= im:
             n = os.pwrite(self.fd, data, offset)
         else:
-            n = await trio.to_thread.run_sync(os.pwrite, self.fd, data, offset)
+            n = await self._pool.run(os.pwrite, self.fd, data, offset)
         if n != len(data):  # a regular file writes short only when full: finish or fail
             mv = memoryview(data)
             while n < len(mv):
@@ -91,10 +94,10 @@ class FileEngine:
         return n
 
     async def flush(self) -> None:
-        await trio.to_thread.run_sync(os.fdatasync, self.fd)
+        await self._pool.run(os.fdatasync, self.fd)
 
     async def discard(self, offset: int, length: int) -> None:
-        await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
+        await self._pool.run(punch_hole, self.fd, offset, length)
 
     def may_open(self, writable: bool) -> int:
         return 0

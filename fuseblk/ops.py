@@ -36,16 +36,20 @@ def _errno_of(exc: BaseException, what: str) -> int:
 class BlockOps(pyfuse3.Operations):
     """FUSE requests on the single file -> engine calls.
 
-    ``direct_io``: open files with FOPEN_DIRECT_IO (no kernel page cache for the FUSE file;
-    every read/write reaches us at the caller's size). Default off: the page cache lets the
-    kernel batch a plain loop device's bvecs into max_write-sized requests, and ``keep_cache``
-    is always off so each open drops whatever the kernel cached from an earlier open (the
-    data may have changed underneath while we were not Primary).
+    ``direct_io`` (default on): open files with FOPEN_DIRECT_IO, so the kernel keeps no page
+    cache for the FUSE file and every read/write reaches the engine at the caller's size.
+    Measured with bench/ through a plain loop device (what ``mount`` sets up) it beats the
+    page-cache path (rand read 4k ~1.3x, rand write 4k ~1.3x, seq write 1M ~1.2x) and with a
+    direct-io loop it is the same path anyway. It also avoids caching the device twice (the
+    loop's upper file system caches already) and makes stale cached data impossible: after a
+    demote/promote cycle the peer may have changed every block. The price: the file cannot be
+    mmap()ed, which nothing that uses a block device needs. With ``direct_io=False``,
+    ``keep_cache`` stays off so each open still drops what the kernel cached earlier.
     """
 
     enable_writeback_cache = False  # durability: a returned write must have reached the engine
 
-    def __init__(self, engine: BlockEngine, *, direct_io: bool = False,
+    def __init__(self, engine: BlockEngine, *, direct_io: bool = True,
                  mode: int = 0o660, uid: int = 0, gid: int = 0,
                  attr_timeout: float = 1.0) -> None:
         super().__init__()
