@@ -45,6 +45,8 @@ class Device:
         self._size = md.data_bytes
         self.disk_opts = options
         self.fencing = options["fencing"]
+        # a Primary that never saw its peer again before going down ("degraded" reboot)
+        self.was_degraded = md.sb.has(MDF.PRIMARY_IND) and not md.sb.has(MDF.CONNECTED_IND)
         self.open_count = 0
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
@@ -254,6 +256,7 @@ class Device:
             "bm_writes": self.bm_writes,
             "oos_kib": self.bitmap.count() * 4,
             "open_count": self.open_count,
+            "was_degraded": self.was_degraded,
             "uuids": U.fmt(self.md.uuids),
         }
 

@@ -31,4 +31,6 @@ def take(res: Any) -> dict:
     dev = res.device
     if dev is not None:
         snap.update(dev.statistics())
+    if res.peer is not None:
+        snap.update(res.peer.statistics())
     return snap

@@ -280,6 +280,67 @@ def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps([Step("drbdsetup", ["status", res.name, *inv.backend])], inv.dry_run)
 
 
+def _wait_args(res: Resource) -> list[str]:
+    st = res.startup
+    return [f"--wfc-timeout={st['wfc-timeout']}", f"--degr-wfc-timeout={st['degr-wfc-timeout']}"]
+
+
+def do_wait_connect(p: Planner, res: Resource, inv: Invocation) -> int:
+    return run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), inv.dry_run)
+
+
+WAIT_TEXT = """\
+***************************************************************
+ DRBD's startup script waits for the peer node(s) to appear.
+ - If this node was already a degraded cluster before the
+   reboot, the timeout is {degr} seconds. [degr-wfc-timeout]
+ - If the peer was available before the reboot, the timeout
+   is {wfc} seconds. [wfc-timeout]
+   (These values are for resource '{res}'; 0 sec -> wait forever)"""
+
+
+def wait_con_int(p: Planner, resources: list[Resource], inv: Invocation) -> int:
+    """The init script's wait: DRBD's text, then wait for every resource's connection."""
+    import threading
+    import time
+    if inv.dry_run:
+        for res in resources:
+            run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), True)
+        return 0
+    waiting = [r for r in resources if is_running(r.name)]
+    if not waiting:
+        return 0
+    first = waiting[0]
+    print(WAIT_TEXT.format(degr=first.startup["degr-wfc-timeout"],
+                           wfc=first.startup["wfc-timeout"], res=first.name))
+    tty = sys.stdout.isatty()
+    if not tty:
+        print(f" To abort waiting for DRBD connections, kill this process: kill {os.getpid()}",
+              flush=True)
+    results: dict[str, int] = {}
+
+    def wait(res: Resource) -> None:
+        try:
+            run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), False)
+            results[res.name] = 0
+        except Failed as e:
+            results[res.name] = e.rc
+
+    threads = [threading.Thread(target=wait, args=(r,), daemon=True) for r in waiting]
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    while any(t.is_alive() for t in threads):
+        if tty:
+            print(f"\r To abort waiting enter 'yes' [{int(time.monotonic() - start):4d}]:",
+                  end="", flush=True)
+        for t in threads:
+            t.join(timeout=1.0)
+    if tty:
+        print()
+    return max(results.values(), default=0)
+
+
 def offline_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     """Metadata commands that need the resource down (drbdmeta owns the bytes then)."""
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -305,6 +366,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "cstate": state_query("cstate"),
     "dstate": do_dstate,
     "status": do_status,
+    "wait-connect": do_wait_connect,
     "create-md": offline_meta("create-md"),
     "dump-md": offline_meta("dump-md"),
     "show-gi": offline_meta("show-gi"),
@@ -346,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(cfg, None if not inv.targets or inv.targets == ["all"]
                               else inv.targets, node), end="")
             return 0
+        if inv.command == "wait-con-int":
+            return wait_con_int(Planner(cfg, node, inv.backend),
+                                list(cfg.resources_for(node)), inv)
         fn = RESOURCE_COMMANDS.get(inv.command)
         if fn is None:
             print(f"drbdadm: Unknown command '{inv.command}'", file=sys.stderr)

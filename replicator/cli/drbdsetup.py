@@ -250,6 +250,41 @@ def cmd_state_query(render: Any) -> Any:
     return run
 
 
+CONNECTED_OR_SYNCING = {"Connected", "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT",
+                       "WFSyncUUID", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT",
+                       "VerifyS", "VerifyT", "Ahead", "Behind"}
+
+
+def wait_connect_timeout(snap: dict, opts: dict) -> int:
+    """Seconds to wait (0 = forever): degr-wfc-timeout after a degraded primary's reboot."""
+    wfc = int(opts.get("wfc-timeout", 0) or 0)
+    degr = int(opts.get("degr-wfc-timeout", 0) or 0)
+    if snap.get("was_degraded") and degr:
+        return min(degr, wfc) if wfc else degr
+    return wfc
+
+
+def cmd_wait_connect(args: list[str], opts: dict) -> int:
+    _need(args, 1, "wait-connect MINOR [--wfc-timeout=S] [--degr-wfc-timeout=S]")
+    minor, res = _minor_target(args[0])
+    if res is None:
+        return _minor_not_allocated(minor)
+    timeout = wait_connect_timeout(_snap(res), opts)
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        try:
+            snap = _snap(res)
+        except control.ControlError:
+            return 20
+        if snap["conn"] in CONNECTED_OR_SYNCING:
+            return 0
+        if snap["conn"] == "StandAlone":
+            return 5
+        if deadline is not None and time.monotonic() >= deadline:
+            return 5
+        time.sleep(0.1)
+
+
 def cmd_show(args: list[str], opts: dict) -> int:
     selected = _selected(args)
     if selected is None:
@@ -275,6 +310,7 @@ COMMANDS = {
     "cstate": cmd_state_query(report.cstate),
     "dstate": cmd_state_query(report.dstate),
     "show": cmd_show,
+    "wait-connect": cmd_wait_connect,
 }
 
 

@@ -193,3 +193,26 @@ def test_wrong_secret_keeps_nodes_apart(tmp_path: Path):
             assert n.snapshot()["pdsk"] == "DUnknown"
     finally:
         c.cleanup()
+
+
+def test_wait_con_int_times_out_then_sees_the_peer(tmp_path: Path):
+    from tests.integration.nodes import WALKTHROUGH_CONF
+    c = Cluster(tmp_path, conf_template=WALKTHROUGH_CONF.replace("wfc-timeout 15", "wfc-timeout 2"))
+    try:
+        n1, n2 = c.nodes
+        for n in c.nodes:
+            n.drbdadm("create-md", "r0")
+        n1.drbdadm("up", "r0")
+        assert n1.drbdadm("-d", "wait-connect", "r0").stdout.strip() == \
+            "drbdsetup wait-connect 0 --wfc-timeout=2 --degr-wfc-timeout=60"
+        r = n1.drbdadm("wait-con-int", check=False)
+        assert r.returncode == 5
+        assert " DRBD's startup script waits for the peer node(s) to appear." in r.stdout
+        assert "   is 2 seconds. [wfc-timeout]" in r.stdout
+        assert "(These values are for resource 'r0'; 0 sec -> wait forever)" in r.stdout
+        assert " To abort waiting for DRBD connections, kill this process: kill " in r.stdout
+        n2.drbdadm("up", "r0")
+        assert n1.drbdadm("wait-con-int").returncode == 0
+        assert n1.snapshot()["conn"] == "Connected"
+    finally:
+        c.cleanup()
