@@ -58,6 +58,7 @@ class BlockOps(pyfuse3.Operations):
         self._size = engine.size()
         self._next_fh = 1
         self._open: dict[int, bool] = {}  # fh -> writable
+        self._sync_fhs: set[int] = set()  # opened O_SYNC/O_DSYNC under FOPEN_DIRECT_IO
         self._nursery: Optional[trio.Nursery] = None
         now = time.time_ns()
         a = pyfuse3.EntryAttributes()
@@ -205,6 +206,10 @@ class BlockOps(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self._open[fh] = writable
+        if writable and self.direct_io and flags & os.O_DSYNC:
+            # With FOPEN_DIRECT_IO the kernel leaves O_SYNC/O_DSYNC to us (in page cache
+            # mode it sends FSYNC itself after each write): flush after every write.
+            self._sync_fhs.add(fh)
         try:
             self.engine.opened(writable)
         except Exception:  # noqa: BLE001 - a notification must not fail the open
@@ -213,6 +218,7 @@ class BlockOps(pyfuse3.Operations):
 
     async def release(self, fh):
         writable = self._open.pop(fh, None)
+        self._sync_fhs.discard(fh)
         if writable is None:
             return
         try:
@@ -253,6 +259,9 @@ class BlockOps(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOSPC)
             buf = memoryview(buf)[:end - off]
         try:
-            return await self.engine.write(off, buf)
+            n = await self.engine.write(off, buf)
+            if fh in self._sync_fhs:
+                await self.engine.flush()
+            return n
         except Exception as exc:
             raise pyfuse3.FUSEError(_errno_of(exc, "write")) from None
