@@ -130,9 +130,11 @@ class BlockOps(pyfuse3.Operations):
                 return errno.EOPNOTSUPP
             if not mode & FALLOC_FL_KEEP_SIZE and offset + length > size:
                 return errno.ENOSPC  # would grow the device
-        else:
+        elif mode & ~FALLOC_FL_KEEP_SIZE == 0:
             # Plain allocation: a device is all "allocated" within its size, cannot grow.
-            return 0 if offset + length <= size else errno.ENOSPC
+            return 0 if offset + length <= size or mode & FALLOC_FL_KEEP_SIZE else errno.ENOSPC
+        else:  # collapse/insert/unshare range: not for a device
+            return errno.EOPNOTSUPP
         end = min(offset + length, size)
         if offset >= end:
             return 0
