@@ -2,8 +2,8 @@
 
 Both nodes listen on their own address and connect to the peer's (every ``connect-int``).
 On a new connection the connecting side says HELLO and the accepting side gives the verdict.
-When connections cross, the one made by the node with the lower address wins: the acceptor
-keeps an incoming connection unless it is the lower node with an outgoing attempt of its own.
+When connections cross, each HELLO carries a random nonce and the connection whose connector
+drew the larger one wins; both sides compare the same two numbers, so they agree.
 Then, if ``cram-hmac-alg`` is set, both sides prove knowledge of the shared secret before
 anything else is exchanged (DRBD's challenge/response, drbd-reference.md §7.3).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 
@@ -50,8 +51,6 @@ class Endpoint:
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def key(self) -> tuple:
-        return (socket.inet_pton(self.family, self.host), self.port)
 
 
 async def _first_frame(link: PeerLink, expected: Msg) -> object:
@@ -70,7 +69,7 @@ class Connector:
         self.local, self.peer = local, peer
         self.connect_int = connect_int
         self.log = log
-        self.i_am_lower = local.key() < peer.key()
+        self._outgoing_nonce = 0
         self._listener: trio.socket.SocketType | None = None
 
     async def open_listener(self) -> None:
@@ -121,7 +120,8 @@ class Connector:
                                        f" peer supports {theirs}")
                 link.close()
                 continue
-            if self._outgoing is not None and self.i_am_lower:
+            theirs = int(hello.get("nonce", 0))
+            if self._outgoing is not None and self._outgoing_nonce > theirs:
                 link.close()                # crossed: my own connection wins
                 continue
             try:
@@ -155,8 +155,9 @@ class Connector:
             return None
         link = PeerLink(sock)
         self._outgoing = link
+        self._outgoing_nonce = secrets.randbits(62)
         try:
-            link.send(Msg.HELLO, {"v": PROTOCOL_VERSION})
+            link.send(Msg.HELLO, {"v": PROTOCOL_VERSION, "nonce": self._outgoing_nonce})
             await link.flush_queued()
             verdict = await _first_frame(link, Msg.HELLO)
             if isinstance(verdict, dict) and verdict.get("ok"):

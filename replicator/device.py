@@ -227,13 +227,16 @@ class Device:
     def crashed_primary(self) -> bool:
         return self.md.sb.has(MDF.CRASHED_PRIMARY)
 
-    def set_uuids(self, uuids: list[int]) -> None:
-        """Store new generation UUIDs durably and tell the peer."""
-        self.md.set_uuids(uuids)
+    def set_uuids(self, uuids: list[int], notify: bool = True) -> None:
+        """Store new generation UUIDs durably and (unless told not to) tell the peer."""
+        self.md.set_uuids(list(uuids))
         self.md.write_superblock()
         peer = self.resource.peer
-        if peer is not None:
+        if notify and peer is not None:
             peer.send_uuids()
+
+    def is_primary(self) -> bool:
+        return self.resource.state.role == Role.Primary
 
     def new_current_uuid_if_needed(self) -> None:
         """A Primary that lost its peer starts a new data generation (once: B == 0)."""

@@ -305,12 +305,18 @@ class Peer:
             after_sb_2pri=o["after-sb-2pri"], always_asbp=o["always-asbp"],
             discard_my_data=self.discard_my_data, rr_conflict=o["rr-conflict"],
             i_am_primary=res.state.role == Role.Primary,
-            peer_is_primary=Role(p["role"]) == Role.Primary)
+            peer_is_primary=Role(p["role"]) == Role.Primary,
+            can_demote=not res.device_open())
         self.discard_my_data = False          # one-shot, as drbdadm connect --discard-my-data
         for line in decision.log:
             self.log.device(line)
         if decision.uuids is not None:
-            dev.set_uuids(list(decision.uuids))
+            dev.set_uuids(list(decision.uuids), notify=False)
+        if decision.peer_uuids is not None:
+            self.peer_uuids = list(decision.peer_uuids)
+        if decision.demote:                   # an after-sb policy gave up our Primary role
+            res.change("device", hard=True, role=Role.Secondary)
+            self.log.device("Successfully gave up primary role.")
         peer_disk = Disk(p["disk"])
         if decision.action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)

@@ -103,8 +103,8 @@ class Resync:
                 res.change("device", hard=True, conn=Conn.WFSyncUUID)
             return True
         if t == Msg.SYNC_UUID and not self.source:
-            uu = self.dev.md.uuids
-            self.dev.set_uuids([int(b["uuid"]), 0, uu[2], uu[3]])
+            self.dev.set_uuids(U.receive_sync_uuid(self.dev.md.uuids, int(b["uuid"]),
+                                                   self.dev.is_primary()), notify=False)
             self._start_target()
             return True
         if t == Msg.RS_REPLY and not self.source:
@@ -127,13 +127,10 @@ class Resync:
 
     # -- source --------------------------------------------------------------------------------
     def _start_source(self) -> None:
-        uu = self.dev.md.uuids
-        b = uu[1]
-        new = (b + U.UUID_NEW_BM_OFFSET) & U.MASK64 if b not in (0, 4) else U.with_role_bit(
-            __import__("secrets").randbits(64), False)
-        self.dev.set_uuids([uu[0], new & ~1 & U.MASK64, uu[1], uu[2]])
-        self.dev.log.device(f"updated sync UUID {U.fmt(self.dev.md.uuids)}")
-        self.peer.send(Msg.SYNC_UUID, {"uuid": self.dev.md.uuids[1]})
+        uu, value = U.gen_sync_uuid(self.dev.md.uuids)
+        self.dev.set_uuids(uu, notify=False)       # the peer learns it from SYNC_UUID
+        self.dev.log.device(f"updated sync UUID {U.fmt(uu)}")
+        self.peer.send(Msg.SYNC_UUID, {"uuid": value})
         self._begin_common()
         self.res.change("device", hard=True, conn=Conn.SyncSource, pdsk=Disk.Inconsistent)
         self.dev.log.device(f"Began resync as SyncSource (will sync {self.total_bits * 4} KB "
@@ -157,7 +154,7 @@ class Resync:
 
     def _finish_source(self, b: dict) -> None:
         self.done_flag = True
-        self.dev.set_uuids(U.set_bitmap(self.dev.md.uuids, 0))
+        self.dev.set_uuids(U.resync_finished_source(self.dev.md.uuids))
         self._log_done()
         self.peer.resync = None
         self.res.change("device", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
@@ -272,8 +269,8 @@ class Resync:
 
     def _finish_target(self) -> None:
         self.done_flag = True
-        pu = self.peer.peer_uuids
-        self.dev.set_uuids([pu[0], 0, pu[1], pu[2]])
+        self.dev.set_uuids(U.resync_finished_target(self.dev.md.uuids, self.peer.peer_uuids,
+                                                     self.dev.is_primary()))
         self.peer.send(Msg.RS_DONE, {"uuids": self.dev.md.uuids})
         self._log_done()
         self.peer.resync = None
