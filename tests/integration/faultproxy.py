@@ -4,7 +4,7 @@
                     source="127.0.0.4", corrupt_after=2 << 20) as proxy: ...
 
 ``source`` is the address the proxy connects from (the one the target expects its peer
-at). After ``corrupt_after`` bytes from the client side one byte is inverted, once.
+at). After ``corrupt_after`` bytes (counted over both directions) one byte is inverted, once.
 """
 from __future__ import annotations
 
@@ -62,20 +62,21 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, may_corrupt: bool) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                if may_corrupt and self.corrupt_after is not None and not self.corrupted.is_set():
+                if self.corrupt_after is not None and not self.corrupted.is_set():
                     with self._lock:
                         start = self.forwarded
                         self.forwarded += len(data)
-                    if start <= self.corrupt_after < start + len(data):
+                        hit = start <= self.corrupt_after < start + len(data)
+                    if hit:
                         buf = bytearray(data)
                         buf[self.corrupt_after - start] ^= 0xFF
                         data = bytes(buf)
