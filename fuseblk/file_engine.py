@@ -35,7 +35,8 @@ class FileEngine:
 
     Reads and writes of up to ``inline_max`` bytes run inline on the trio thread: against
     the page cache a 4 KiB-1 MiB pread/pwrite costs less than a hand-off to a worker thread
-    and back (measured with bench/: see the numbers in bench/README or the commit log).
+    and back (bench/README.md: all in threads 0.3-0.6x, > 256 KiB in threads 0.4-0.75x of
+    all inline).
     Larger ones, flush and discard go to a small thread pool (fuseblk.workers, cheaper than
     ``trio.to_thread``) so a slow disk does not stall the other requests. ``inline_max=None`` keeps every read/write inline, 0 sends
     all of them to threads.
