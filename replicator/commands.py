@@ -72,7 +72,7 @@ async def dispatch(daemon: Any, cmd: str, args: dict) -> Reply:
     return await fn(daemon, args)
 
 
-def _minor_obj(daemon: Any, args: dict) -> tuple[str, Reply | None]:
+def check_minor(daemon: Any, args: dict) -> tuple[str, Reply | None]:
     """Check the minor the command names is this resource's; give the object label."""
     res = daemon.resource
     minor = args.get("minor")
@@ -106,7 +106,7 @@ async def _new_minor(daemon: Any, args: dict) -> Reply:
 @handler("attach")
 async def _attach(daemon: Any, args: dict) -> Reply:
     from replicator.device import AttachError, attach_device  # heavy imports stay lazy
-    obj, err = _minor_obj(daemon, args)
+    obj, err = check_minor(daemon, args)
     if err:
         return err
     res = daemon.resource
@@ -123,7 +123,7 @@ async def _attach(daemon: Any, args: dict) -> Reply:
 @handler("detach")
 async def _detach(daemon: Any, args: dict) -> Reply:
     from replicator.device import detach_device
-    obj, err = _minor_obj(daemon, args)
+    obj, err = check_minor(daemon, args)
     if err:
         return err
     res = daemon.resource
@@ -137,7 +137,7 @@ async def _detach(daemon: Any, args: dict) -> Reply:
 
 @handler("primary")
 async def _primary(daemon: Any, args: dict) -> Reply:
-    obj, err = _minor_obj(daemon, args)
+    obj, err = check_minor(daemon, args)
     if err:
         return err
     res = daemon.resource
@@ -151,7 +151,7 @@ async def _primary(daemon: Any, args: dict) -> Reply:
 
 @handler("secondary")
 async def _secondary(daemon: Any, args: dict) -> Reply:
-    obj, err = _minor_obj(daemon, args)
+    obj, err = check_minor(daemon, args)
     if err:
         return err
     res = daemon.resource

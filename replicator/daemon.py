@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import trio
 
-from replicator import commands, control, rundir
+from replicator import commands, control, rundir, sync_commands  # noqa: F401 (registers)
 from replicator.resource import Resource
 from replicator.statelog import ResourceLog
 

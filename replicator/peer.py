@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from replicator import resync
+from replicator import resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
@@ -73,6 +73,7 @@ class Peer:
         self.peer_uuids: list[int] = [0, 0, 0, 0]
         self.peer_params: dict = {}
         self.resync: resync.Resync | None = None
+        self.verify = None            # replicator.verify.Verify while verifying
         self.last_ping_ack = time.monotonic()
         self.ping_waiting: trio.Event | None = None
         self.reads: dict[int, tuple[trio.Event, list]] = {}
@@ -158,6 +159,9 @@ class Peer:
         if self.resync is not None:
             self.resync.stop()
             self.resync = None
+        if self.verify is not None:
+            self.verify.stop()
+            self.verify = None
         lost = list(self.tl.values())
         self.tl.clear()
         for p in lost:
@@ -308,7 +312,10 @@ class Peer:
             peer_is_primary=Role(p["role"]) == Role.Primary,
             can_demote=not res.device_open())
         self.discard_my_data = False          # one-shot, as drbdadm connect --discard-my-data
+        action = self._reconcile(decision.action, mine, theirs)
         for line in decision.log:
+            if action != decision.action and line.startswith("No resync, but"):
+                continue
             self.log.device(line)
         if decision.uuids is not None:
             dev.set_uuids(list(decision.uuids), notify=False)
@@ -318,22 +325,38 @@ class Peer:
             res.change("device", hard=True, role=Role.Secondary)
             self.log.device("Successfully gave up primary role.")
         peer_disk = Disk(p["disk"])
-        if decision.action == "disconnect":
+        if action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)
         if decision.full_sync:
             dev.bitmap.set_all()
-        if decision.action == "connected":
+        if action == "connected":
             res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.Connected,
                        pdsk=peer_disk)
             return
-        self.resync = resync.Resync(self, source=decision.action == "sync_source")
-        if decision.action == "sync_source":
+        self.resync = resync.Resync(self, source=action == "sync_source")
+        if action == "sync_source":
             res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.WFBitMapS,
                        pdsk=peer_disk)
         else:
             res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.WFBitMapT,
                        pdsk=peer_disk)
         self.resync.begin()
+
+    def _reconcile(self, action: str, mine: Any, theirs: Any) -> str:
+        """Same data generation, both UpToDate, yet blocks are marked (online verify found
+        them, or a write was in flight at a disconnect): resync them, as DRBD 9's
+        reconcile rule does; the Primary (else the accepting side) is the source."""
+        if action != "connected" or not (mine.bits or theirs.bits):
+            return action
+        if mine.disk != Disk.UpToDate or theirs.disk != Disk.UpToDate:
+            return action
+        if mine.role == Role.Primary or theirs.role == Role.Primary:
+            source = mine.role == Role.Primary
+        else:
+            source = self.link_accepted()
+        self.log.device(f"Reconciling {mine.bits + theirs.bits} out-of-sync bits: becoming "
+                        f"{'SyncSource' if source else 'SyncTarget'}")
+        return "sync_source" if source else "sync_target"
 
     def link_accepted(self) -> bool:
         return bool(self.link is not None and getattr(self.link, "accepted", False))
@@ -401,6 +424,12 @@ class Peer:
                 ev.set()
         elif t == Msg.DISCONNECT:
             raise SessionEnd(Conn.TearDown)
+        elif t == Msg.OV_REQUEST:
+            verify.answer(self, b)
+        elif t == Msg.STATE_REQ and b.get("what") == "verify":
+            verify.begin_target(self)
+        elif self.verify is not None and self.verify.handle(frame):
+            pass
         elif self.resync is not None and await self.resync.handle(frame):
             pass
         elif t in resync.SOURCE_SIDE_MESSAGES:

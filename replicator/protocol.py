@@ -67,6 +67,7 @@ class Msg(enum.IntEnum):
     STATE_REPLY = 28
     RS_DONE = 29          # the target finished the resync
     OV_DONE = 30
+    OV_RESULT = 31        # blocks the verify source found different: mark them too
 
 
 _VALID_TYPES = frozenset(int(m) for m in Msg)

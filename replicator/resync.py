@@ -120,6 +120,9 @@ class Resync:
         if t == Msg.RS_WRITE_ACK and self.source:
             self.dev.bitmap.clear_range(b["off"], b["len"])
             return True
+        if t == Msg.STATE_REQ and b.get("what") in ("pause", "resume"):
+            set_paused(self.peer, peer_side=True, paused=b["what"] == "pause")
+            return True
         if t == Msg.RS_DONE and self.source:
             self._finish_source(b)
             return True
@@ -294,6 +297,14 @@ class Resync:
                 await trio.sleep(BM_FLUSH_INTERVAL)
                 await trio.to_thread.run_sync(self.dev.flush_bitmap)
 
+    def paused_changed(self, paused: bool) -> None:
+        now = time.monotonic()
+        if paused:
+            self._paused_at = now
+        elif getattr(self, "_paused_at", None) is not None:
+            self.paused_s += now - self._paused_at
+            self._paused_at = None
+
     def _scope(self) -> trio.CancelScope:
         scope = trio.CancelScope()
         self.scopes.append(scope)
@@ -325,23 +336,72 @@ def maybe_start_after_state(peer: Any) -> None:
     """
     res = peer.res
     if res.state.disk == Disk.Inconsistent and res.state.pdsk == Disk.UpToDate:
-        dev = peer.dev
-        dev.bitmap.set_all()
-        dev.log.device("Writing the whole bitmap, full sync required after drbd_sync_handshake.")
-        peer.resync = Resync(peer, source=False)
-        peer.send(Msg.STATE_REQ, {"what": "start-sync", "full": True})
-        res.change("device", hard=True, conn=Conn.WFBitMapT)
+        peer.dev.log.device("Writing the whole bitmap, full sync required after "
+                            "drbd_sync_handshake.")
+        start_sync(peer, source=False, full=True, tell_peer=True)
+
+
+def start_sync(peer: Any, source: bool, full: bool, tell_peer: bool,
+               starting: bool = False) -> None:
+    """Begin a bitmap exchange + resync in the given direction (both sides call this).
+
+    ``tell_peer`` makes the side that decided ask the other to take the opposite role;
+    ``starting`` passes through StartingSyncS/T first, as invalidate[-remote] does in 8.4.
+    """
+    res = peer.res
+    if full:
+        peer.dev.bitmap.set_all()
+    if tell_peer:
+        peer.send(Msg.STATE_REQ, {"what": "start-sync", "full": full, "starting": starting,
+                                  "you": "target" if source else "source"})
+    if starting and source:
+        res.change("device", hard=True, conn=Conn.StartingSyncS, pdsk=Disk.Inconsistent)
+    elif starting:
+        res.change("device", hard=True, conn=Conn.StartingSyncT, disk=Disk.Inconsistent)
+    peer.resync = Resync(peer, source=source)
+    res.change("device", hard=True, conn=Conn.WFBitMapS if source else Conn.WFBitMapT)
+    peer.resync.begin()
 
 
 async def handle_unsolicited(peer: Any, frame) -> None:
-    """Messages that start a resync on this side."""
+    """Requests from the peer that start or steer a resync on this side."""
     res = peer.res
     b = frame.body
-    if frame.type == Msg.STATE_REQ and b.get("what") == "start-sync":
-        if b.get("full"):
-            peer.dev.bitmap.set_all()
-        peer.resync = Resync(peer, source=True)
-        res.change("device", hard=True, conn=Conn.WFBitMapS)
-        peer.resync.begin()
-        return
+    if frame.type == Msg.STATE_REQ:
+        what = b.get("what")
+        if what == "start-sync" and peer.resync is None:
+            start_sync(peer, source=b.get("you", "source") == "source",
+                       full=bool(b.get("full")), tell_peer=False,
+                       starting=b.get("starting", False))
+            return
+        if what in ("pause", "resume"):
+            set_paused(peer, peer_side=True, paused=what == "pause")
+            return
+        if what == "skip-initial-sync":
+            from replicator.sync_commands import skip_initial_sync
+            peer.dev.log.device("Preparing to skip initial sync")
+            skip_initial_sync(res, int(b["uuid"]))
+            return
     raise ProtocolError(f"unexpected {frame.type.name} in state {res.state.conn.name}")
+
+
+_PAUSED = {Conn.SyncSource: Conn.PausedSyncS, Conn.SyncTarget: Conn.PausedSyncT}
+_RUNNING = {v: k for k, v in _PAUSED.items()}
+
+
+def set_paused(peer: Any, peer_side: bool, paused: bool) -> None:
+    """pause-sync/resume-sync (user_isp) here, or the peer's (peer_isp)."""
+    res = peer.res
+    s = res.state
+    flags = {"peer_isp" if peer_side else "user_isp": paused}
+    new = s.with_(**flags)
+    conn = s.conn
+    if new.user_isp or new.peer_isp:
+        conn = _PAUSED.get(conn, conn)
+    else:
+        conn = _RUNNING.get(conn, conn)
+    res.change("device", hard=True, conn=conn, **flags)
+    if peer.resync is not None:
+        peer.resync.paused_changed(paused)
+    if not peer_side:
+        peer.send(Msg.STATE_REQ, {"what": "pause" if paused else "resume"})

@@ -26,8 +26,9 @@ GENERAL OPTIONS:
 
 COMMANDS:
  attach  detach  connect  disconnect  up  down  primary  secondary  adjust
- role  cstate  dstate  status  dump  create-md  dump-md  show-gi  get-gi
- apply-al  wipe-md  outdate
+ role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
+ invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate
+ create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
 """
 
 
@@ -276,6 +277,28 @@ def do_dstate(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps(p.meta_steps(res, "dstate"), inv.dry_run)
 
 
+def online_or_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
+    """drbdsetup on a running resource, else drbdmeta edits the metadata (8.4's fallback)."""
+    def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        if inv.dry_run:
+            run_steps(p.minor_steps(res, cmd), True)
+            return run_steps(p.meta_steps(res, cmd), True)
+        if is_running(res.name):
+            return run_steps(p.minor_steps(res, cmd), False)
+        return run_steps(p.meta_steps(res, cmd), False)
+    return run
+
+
+def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
+    if not any("/" in t for t in inv.targets):
+        print("new-current-uuid requires a specific volume id, but none is specified.\n"
+              f"Try 'new-current-uuid minor-<minor_number>' or 'new-current-uuid {res.name}/<vnr>'",
+              file=sys.stderr)
+        raise Failed(1)
+    extra = [o for o in inv.backend if o == "--clear-bitmap"]
+    return run_steps(p.minor_steps(res, "new-current-uuid", extra), inv.dry_run)
+
+
 def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps([Step("drbdsetup", ["status", res.name, *inv.backend])], inv.dry_run)
 
@@ -367,13 +390,19 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "dstate": do_dstate,
     "status": do_status,
     "wait-connect": do_wait_connect,
+    "invalidate": online_or_meta("invalidate"),
+    "invalidate-remote": minor_cmd("invalidate-remote"),
+    "pause-sync": minor_cmd("pause-sync"),
+    "resume-sync": minor_cmd("resume-sync"),
+    "verify": minor_cmd("verify"),
+    "new-current-uuid": do_new_current_uuid,
     "create-md": offline_meta("create-md"),
     "dump-md": offline_meta("dump-md"),
     "show-gi": offline_meta("show-gi"),
     "get-gi": offline_meta("get-gi"),
     "apply-al": offline_meta("apply-al"),
     "wipe-md": offline_meta("wipe-md"),
-    "outdate": offline_meta("outdate"),
+    "outdate": online_or_meta("outdate"),
 }
 
 

@@ -160,7 +160,8 @@ def cmd_minor_simple(cmd: str) -> Any:
         if res is None:
             return _minor_not_allocated(minor)
         force = bool(opts.get("force") or opts.get("overwrite-data-of-peer"))
-        return _emit(call(res, cmd, minor=minor, force=force))
+        return _emit(call(res, cmd, minor=minor, force=force,
+                          clear_bitmap=bool(opts.get("clear-bitmap"))))
     return run
 
 
@@ -303,6 +304,13 @@ COMMANDS = {
     "primary": cmd_minor_simple("primary"),
     "secondary": cmd_minor_simple("secondary"),
     "connect": cmd_connect,
+    "invalidate": cmd_minor_simple("invalidate"),
+    "invalidate-remote": cmd_minor_simple("invalidate-remote"),
+    "pause-sync": cmd_minor_simple("pause-sync"),
+    "resume-sync": cmd_minor_simple("resume-sync"),
+    "verify": cmd_minor_simple("verify"),
+    "outdate": cmd_minor_simple("outdate"),
+    "new-current-uuid": cmd_minor_simple("new-current-uuid"),
     "disconnect": cmd_disconnect,
     "down": cmd_down,
     "status": cmd_status,

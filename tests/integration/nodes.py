@@ -196,12 +196,31 @@ meta-disk internal;
 """
 
 
+def free_port() -> int:
+    """A port free on both 127.0.0.1 and 127.0.0.2, so parallel runs never collide."""
+    import socket
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.2", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port on 127.0.0.1/127.0.0.2")
+
+
 class Cluster:
     """node1 and node2 with the walk-through's configuration (paths under ``base``)."""
 
-    def __init__(self, base: Path, size: str = "128M", port: int = 7788,
+    def __init__(self, base: Path, size: str = "128M", port: int | None = None,
                  conf_template: str = WALKTHROUGH_CONF):
         self.base = base
+        port = free_port() if port is None else port
+        self.port = port
         self.config = base / "drbd.conf"
         self.node1 = Node("node1", base / "node1", self.config, "127.0.0.1")
         self.node2 = Node("node2", base / "node2", self.config, "127.0.0.2")

@@ -103,8 +103,8 @@ def test_acknowledged_writes_survive_kill9_of_the_primary(tmp_path: Path, delay:
 def proxied_configs(c: Cluster, tmp_path: Path) -> None:
     """node1 reaches node2 through 127.0.0.3:7789 and node2 reaches node1 via 127.0.0.4:7789."""
     base = c.config.read_text()
-    for node, text in ((c.node1, base.replace("127.0.0.2:7788", "127.0.0.3:7789")),
-                       (c.node2, base.replace("127.0.0.1:7788", "127.0.0.4:7789"))):
+    for node, text in ((c.node1, base.replace(f"127.0.0.2:{c.port}", "127.0.0.3:7789")),
+                       (c.node2, base.replace(f"127.0.0.1:{c.port}", "127.0.0.4:7789"))):
         node.config = tmp_path / f"{node.name}.conf"
         node.config.write_text(text)
         node.env["UDRBD_CONFIG"] = str(node.config)
@@ -115,9 +115,9 @@ def test_corrupted_bytes_on_the_link_cause_a_reconnect_not_damage(tmp_path: Path
     proxied_configs(c, tmp_path)
     # one byte flipped after 3 MiB on whichever proxy carries the connection; each node
     # sees its peer coming from the address it has configured for it
-    to_n2 = FaultProxy(("127.0.0.3", 7789), ("127.0.0.2", 7788), "127.0.0.4",
+    to_n2 = FaultProxy(("127.0.0.3", 7789), ("127.0.0.2", c.port), "127.0.0.4",
                        corrupt_after=3 << 20)
-    to_n1 = FaultProxy(("127.0.0.4", 7789), ("127.0.0.1", 7788), "127.0.0.3",
+    to_n1 = FaultProxy(("127.0.0.4", 7789), ("127.0.0.1", c.port), "127.0.0.3",
                        corrupt_after=3 << 20)
     try:
         with to_n2, to_n1:

@@ -83,7 +83,8 @@ def test_dry_run_up_prints_the_drbdsetup_calls(cluster: Cluster):
         f"drbdsetup new-minor r0 0 0 --device={n.device}",
         f"drbdmeta 0 v08 {n.disk} internal apply-al",
         f"drbdsetup attach 0 {n.disk} {n.disk} internal --resync-rate=100M",
-        "drbdsetup connect r0 ipv4:127.0.0.1:7788 ipv4:127.0.0.2:7788 --protocol=C "
+        f"drbdsetup connect r0 ipv4:127.0.0.1:{cluster.port} ipv4:127.0.0.2:{cluster.port} "
+        "--protocol=C "
         "--cram-hmac-alg=sha1 --shared-secret=secret --_name=node2",
     ]
     assert not list(n.run_dir.glob("*.sock")), "a dry run must not start anything"

@@ -1,0 +1,149 @@
+"""drbdadm commands that steer resyncs and data generations, on two live nodes."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster
+
+SLOW = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
+                                "common {{ disk {{ c-plan-ahead 0; resync-rate 8M; }} "
+                                "net {{ verify-alg sha1; }} }}")
+VERIFY = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
+                                  "common {{ syncer {{ rate 100M; verify-alg sha1; }} }}")
+
+
+def up_connected(c: Cluster) -> None:
+    for n in c.nodes:
+        n.drbdadm("create-md", "r0")
+        n.drbdadm("up", "r0")
+    for n in c.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
+
+
+def in_sync(s: dict) -> bool:
+    return s["conn"] == "Connected" and s["disk"] == "UpToDate" and s["pdsk"] == "UpToDate"
+
+
+@pytest.fixture
+def verify_cluster(tmp_path: Path):
+    c = Cluster(tmp_path, conf_template=VERIFY)
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+def test_new_current_uuid_clear_bitmap_skips_the_initial_sync(verify_cluster: Cluster):
+    c = verify_cluster
+    up_connected(c)
+    r = c.node1.drbdadm("new-current-uuid", "--clear-bitmap", "r0", check=False)
+    assert r.returncode == 1 and "requires a specific volume id" in r.stderr
+    c.node1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
+    for n in c.nodes:
+        snap = n.wait_for(in_sync, what="UpToDate without sync")
+        assert snap["oos_kib"] == 0
+        assert any("Preparing to skip initial sync" in m for m in n.log_messages())
+        assert not any("Began resync" in m for m in n.log_messages())
+    assert c.node1.snapshot()["uuids"].split(":")[0] == c.node2.snapshot()["uuids"].split(":")[0]
+
+
+def test_verify_finds_blocks_changed_behind_drbds_back(verify_cluster: Cluster):
+    c = verify_cluster
+    up_connected(c)
+    c.node1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
+    for n in c.nodes:
+        n.wait_for(in_sync, what="in sync")
+    with open(c.node2.disk, "r+b") as f:          # three blocks differ, two of them adjacent
+        for off in (0, 40 << 20, (40 << 20) + 4096):
+            f.seek(off)
+            f.write(b"\xa5" * 4096)
+    c.node1.drbdadm("verify", "r0")
+    c.node1.wait_for(lambda s: s["conn"] == "Connected" and s["oos_kib"] == 12,
+                     what="verify done")
+    msgs = c.node1.log_messages()
+    assert "block drbd0: Online verify found 3 4k block out of sync!" in msgs
+    assert "block drbd0: Out of sync: start=0, size=8 (sectors)" in msgs
+    assert f"block drbd0: Out of sync: start={(40 << 20) // 512}, size=16 (sectors)" in msgs
+    assert c.node2.wait_for(lambda s: s["conn"] == "Connected")["oos_kib"] == 12
+    # found blocks are resynced by a reconnect, as in DRBD
+    c.node2.drbdadm("disconnect", "r0")
+    c.node2.drbdadm("connect", "r0")
+    for n in c.nodes:
+        n.wait_for(lambda s: in_sync(s) and s["oos_kib"] == 0, what="resynced")
+
+
+def test_verify_needs_an_algorithm(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        up_connected(c)
+        r = c.node1.drbdadm("verify", "r0", check=False)
+        assert r.returncode == 11
+        assert "(-14) Need a verify algorithm to start online verify" in r.stderr
+    finally:
+        c.cleanup()
+
+
+def test_invalidate_remote_pause_and_resume(tmp_path: Path):
+    c = Cluster(tmp_path, conf_template=SLOW)
+    try:
+        n1, n2 = c.nodes
+        up_connected(c)
+        n1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
+        for n in c.nodes:
+            n.wait_for(in_sync, what="in sync")
+        n1.drbdadm("invalidate-remote", "r0")
+        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="SyncTarget")
+        n1.drbdadm("pause-sync", "r0")
+        n1.wait_for(lambda s: s["conn"] == "PausedSyncS" and s["user_isp"], what="paused")
+        n2.wait_for(lambda s: s["conn"] == "PausedSyncT" and s["peer_isp"], what="peer paused")
+        r = n1.drbdadm("pause-sync", "r0", check=False)
+        assert r.returncode == 10 and "(134) Resync pause flag is already set" in r.stderr
+        time.sleep(0.5)                                  # requests already in flight land
+        left = n2.snapshot()["oos_kib"]
+        time.sleep(1.0)
+        assert n2.snapshot()["oos_kib"] == left          # nothing new moves while paused
+        n1.drbdadm("resume-sync", "r0")
+        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="resumed")
+        assert "drbd0: conn( SyncSource -> PausedSyncS ) user_isp( 0 -> 1 )" in \
+            " ".join(n1.log_messages())
+    finally:
+        c.cleanup()
+
+
+def test_invalidate_makes_this_node_sync_target(verify_cluster: Cluster):
+    c = verify_cluster
+    up_connected(c)
+    c.node1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
+    for n in c.nodes:
+        n.wait_for(in_sync, what="in sync")
+    c.node2.drbdadm("invalidate", "r0")
+    for n in c.nodes:
+        n.wait_for(in_sync, timeout=60, what="resynced after invalidate")
+    t = [m for m in c.node2.log_messages() if "( " in m]
+    assert "block drbd0: conn( Connected -> StartingSyncT ) disk( UpToDate -> Inconsistent )" in t
+    assert any("Began resync as SyncTarget (will sync 131032 KB" in m
+               for m in c.node2.log_messages())
+
+
+def test_outdate_and_its_refusals(verify_cluster: Cluster):
+    c = verify_cluster
+    n1, n2 = c.nodes
+    up_connected(c)
+    r = n1.drbdadm("outdate", "r0", check=False)
+    assert r.returncode == 5 and "(-16)" in r.stderr          # Inconsistent: lower than Outdated
+    n1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
+    for n in c.nodes:
+        n.wait_for(in_sync, what="in sync")
+    r = n2.drbdadm("outdate", "r0", check=False)
+    assert r.returncode == 11 and "(-6) Refusing to be Outdated while Connected" in r.stderr
+    n2.drbdadm("disconnect", "r0")
+    n2.drbdadm("outdate", "r0")
+    assert n2.snapshot()["disk"] == "Outdated"
+    n2.drbdadm("down", "r0")
+    out = n2.drbdadm("dstate", "r0").stdout.strip()
+    assert out == "Outdated"                                    # drbdmeta's offline answer
+    assert os.path.exists(n2.disk)
