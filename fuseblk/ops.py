@@ -39,7 +39,7 @@ class BlockOps(pyfuse3.Operations):
     ``direct_io`` (default on): open files with FOPEN_DIRECT_IO, so the kernel keeps no page
     cache for the FUSE file and every read/write reaches the engine at the caller's size.
     Measured with bench/ through a plain loop device (what ``mount`` sets up) it beats the
-    page-cache path (rand read 4k ~1.3x, rand write 4k ~1.3x, seq write 1M ~1.2x) and with a
+    page-cache path (rand read 4k ~1.3x, rand write 4k ~1.3x, seq write 1M 1.1-1.4x) and with a
     direct-io loop it is the same path anyway. It also avoids caching the device twice (the
     loop's upper file system caches already) and makes stale cached data impossible: after a
     demote/promote cycle the peer may have changed every block. The price: the file cannot be
