@@ -19,6 +19,7 @@ import msgpack
 import trio
 
 from replicator import commands, control, rundir, sync_commands  # noqa: F401 (registers)
+from replicator import procfile
 from replicator.resource import Resource
 from replicator.statelog import ResourceLog
 
@@ -79,6 +80,7 @@ class Daemon:
                 self.nursery = nursery
                 nursery.start_soon(trio.serve_listeners, self.serve_client, [listener])
                 nursery.start_soon(self._watch_signals)
+                nursery.start_soon(procfile.run, self)   # $RUN_DIR/proc (status issue)
                 await self.stopping.wait()
                 await commands.shutdown(self)
                 nursery.cancel_scope.cancel()
