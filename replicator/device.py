@@ -21,6 +21,7 @@ from fuseblk.file_engine import punch_hole
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata
 from meta.superblock import MDF
+from replicator import latency
 from replicator import uuids as U
 from replicator.states import Conn, Disk, Role, State, StateError
 
@@ -80,9 +81,11 @@ class Device:
         return data
 
     async def write(self, offset: int, data: bytes | memoryview) -> int:
+        t0 = latency.clock()
         length = len(data)
         first, last = Bitmap.extents_of_range(offset, length)
         await self._al_begin(first, last)
+        latency.begin()
         try:
             peer = self.resource.peer
             pending = None
@@ -92,14 +95,17 @@ class Device:
                     peer.resync.app_write(offset, length)
             done = 0
             view = memoryview(data)
+            t1 = latency.clock()
             while done < length:
                 done += os.pwrite(self.fd, view[done:], offset + done)
+            latency.local(t1)
             if pending is None:                  # nobody else has it: out of sync
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
                 await pending.done.wait()
         finally:
             self.al.end_io(first, last)
+            latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from replicator import resync, verify
+from replicator import latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
@@ -385,6 +385,7 @@ class Peer:
         elif t == Msg.WRITE_ACK or t == Msg.RECV_ACK:
             p = self.tl.get(b["seq"])
             if p is not None:
+                latency.acked(p.seq)
                 p.acked = True
                 if t == Msg.WRITE_ACK:
                     del self.tl[b["seq"]]
@@ -500,7 +501,8 @@ class Peer:
         self.seq += 1
         p = Pending(self.seq, offset, len(data))
         self.tl[p.seq] = p
-        done = p.done if self.protocol == "A" else None
+        latency.submitted(self, p)
+        done = p.done if self.protocol == "A" else latency.SENT
         self.send(Msg.DATA, {"seq": p.seq, "off": offset}, data, done)
         self.ns_kib += len(data) >> 10
         if self.protocol != "C":
