@@ -10,6 +10,7 @@
     drbdsetup secondary MINOR
     drbdsetup down RES
     drbdsetup status [RES|all] [--verbose] [--statistics]
+    drbdsetup events2 [RES|all] [--now] [--statistics] [--timestamps] [--full]
     drbdsetup role|cstate|dstate MINOR
     drbdsetup show [RES|all]
 
@@ -226,7 +227,30 @@ def _selected(args: list[str]) -> list[str] | None:
     return [args[0]] if args[0] in names else None
 
 
+def _short_flags(args: list[str], opts: dict, letters: dict[str, str]) -> list[str]:
+    """Fold ``-v``/``-s``/``-vs`` style words into ``opts``; return the other words."""
+    rest = []
+    for a in args:
+        if len(a) > 1 and a[0] == "-" and a[1] != "-" and all(ch in letters for ch in a[1:]):
+            for ch in a[1:]:
+                opts[letters[ch]] = True
+        elif a.startswith("-") and a != "-":
+            raise UsageError(f"drbdsetup: unrecognized option '{a}'")
+        else:
+            rest.append(a)
+    return rest
+
+
+def _columns() -> int:
+    """The width drbd-utils wraps status at: the terminal's, 80 when not a terminal."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError):
+        return 80
+
+
 def cmd_status(args: list[str], opts: dict) -> int:
+    args = _short_flags(args, opts, {"v": "verbose", "s": "statistics"})
     selected = _selected(args)
     if selected is None:
         print(f"{args[0]}: No such resource", file=sys.stderr)
@@ -234,10 +258,82 @@ def cmd_status(args: list[str], opts: dict) -> int:
     if not selected and (not args or args[0] == "all"):
         print("# No currently configured DRBD found.")
         return 0
+    columns = _columns()
+    is_a_tty = sys.stdout.isatty()
     for res in selected:
-        sys.stdout.write(report.status(_snap(res), verbose=bool(opts.get("verbose")),
-                                       statistics=bool(opts.get("statistics"))))
+        try:
+            snap = _snap(res)
+        except control.ControlError:
+            continue                      # went away while we looked
+        sys.stdout.write(report.status(snap, verbose=bool(opts.get("verbose")),
+                                       statistics=bool(opts.get("statistics")),
+                                       columns=columns, is_a_tty=is_a_tty))
+    sys.stdout.flush()
     return 0
+
+
+def cmd_events2(args: list[str], opts: dict) -> int:
+    """events2 [--now] [--statistics] [--timestamps] [--full] [RES|all]: the initial state as
+    ``exists`` lines and ``exists -``; then (without --now) ``create``/``change``/``destroy``
+    lines as things happen, until interrupted."""
+    from replicator import events
+    from replicator.subscribe import Subscriber
+    args = _short_flags(args, opts, {"s": "statistics", "t": "timestamps", "f": "full",
+                                     "n": "now"})
+    target = args[0] if args else "all"
+    if target != "all" and target not in rundir.running_resources():
+        print(f"{target}: No such resource", file=sys.stderr)
+        return 10
+    stats, stamps = bool(opts.get("statistics")), bool(opts.get("timestamps"))
+    full = bool(opts.get("full"))
+    out = sys.stdout
+
+    def emit(lines: list[str]) -> None:
+        for line in lines:
+            out.write((events.timestamp() if stamps else "") + line + "\n")
+        out.flush()
+
+    sub = Subscriber(target)
+    state: dict[str, dict] = {}
+    try:
+        for res in sub.wanted():
+            snap = sub.open(res)
+            if snap is None:
+                continue
+            state[res] = events.objects(snap, stats)
+            emit(events.changes(None, state[res], "exists"))
+        emit(["exists -"])
+        if opts.get("now"):
+            return 0
+        for res in list(sub.clients):
+            sub.start(res)
+        while True:
+            for res, snap in sub.new_resources():
+                state[res] = events.objects(snap, stats)
+                emit(events.changes(None, state[res], "create"))
+            item = sub.get(timeout=0.5)
+            if item is None:
+                continue
+            res, msg = item
+            if msg is None:
+                sub.ended(res)
+                emit(events.changes(state.pop(res, None), None))
+                continue
+            if not isinstance(msg, dict) or "snapshot" not in msg or res not in state:
+                continue
+            new = events.objects(msg["snapshot"], stats)
+            emit(events.changes(state[res], new, "create", full=full))
+            state[res] = new
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    finally:
+        sub.close()
 
 
 def cmd_state_query(render: Any) -> Any:
@@ -314,6 +410,7 @@ COMMANDS = {
     "disconnect": cmd_disconnect,
     "down": cmd_down,
     "status": cmd_status,
+    "events2": cmd_events2,
     "role": cmd_state_query(report.role),
     "cstate": cmd_state_query(report.cstate),
     "dstate": cmd_state_query(report.dstate),
