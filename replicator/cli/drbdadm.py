@@ -300,7 +300,9 @@ def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
-    return run_steps([Step("drbdsetup", ["status", res.name, *inv.backend])], inv.dry_run)
+    verbose = ["--verbose"] if inv.verbose and "--verbose" not in inv.backend else []
+    return run_steps([Step("drbdsetup", ["status", res.name, *verbose, *inv.backend])],
+                     inv.dry_run)
 
 
 def _wait_args(res: Resource) -> list[str]:
