@@ -111,7 +111,7 @@ class Resync:
             await self._on_reply(b, frame.data)
             return True
         if t == Msg.RS_IN_SYNC and not self.source:
-            self.same_csum += 1
+            self.same_csum += -(-int(b["len"]) // 4096)         # in 4 KiB blocks
             self._complete(b["off"], b["len"], None)
             return True
         if t == Msg.RS_REQUEST and self.source:
