@@ -58,6 +58,7 @@ class WriteLatency:
         self._submit_ns = array("q", bytes(8 * _SEQ_SLOTS))
         self._submit_seq = array("q", bytes(8 * _SEQ_SLOTS))
         self._proto_a = bytearray(_SEQ_SLOTS)
+        self._acked = bytearray(_SEQ_SLOTS)
         self._sending: collections.deque = collections.deque()   # seqs queued on the link
         self._link: Any = None
 
@@ -88,6 +89,7 @@ class WriteLatency:
         self._submit_seq[i] = p.seq
         proto_a = peer.protocol == "A"
         self._proto_a[i] = proto_a
+        self._acked[i] = 0
         if not proto_a:
             self._sending.append(p.seq)
 
@@ -102,9 +104,9 @@ class WriteLatency:
 
     def acked(self, seq: int) -> None:
         i = seq & (_SEQ_SLOTS - 1)
-        if self._submit_seq[i] == seq and self._submit_ns[i]:
+        if self._submit_seq[i] == seq and not self._acked[i]:
+            self._acked[i] = 1            # a RecvAck and a later WriteAck count once
             self.stages["ack"].add((clock() - self._submit_ns[i]) // 1000)
-            self._submit_ns[i] = 0        # a RecvAck and a later WriteAck count once
 
     def snapshot(self) -> dict:
         return {name: ring.summary() for name, ring in self.stages.items()}
