@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from bench import udrbd_targets  # noqa: F401  (registers the udrbd columns)
 from bench.targets import TARGETS, Target
 
-DEFAULT_TARGETS = ["file", "qemu-fuse", "fuseblk"]
+DEFAULT_TARGETS = ["file", "qemu-fuse", "fuseblk", "udrbd", "udrbd-C", "udrbd-B", "udrbd-A"]
 MODES = {"loop": False, "loop-dio": True}
 
 

@@ -129,9 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m replicator.daemon RESOURCE", file=sys.stderr)
         return 1
     rundir.ensure_run_dir()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    trio.run(Daemon(argv[0]).run)
+    daemon = Daemon(argv[0])
+    logging.basicConfig(level=logging.WARNING, handlers=[_ResourceLogHandler(daemon.log)])
+    trio.run(daemon.run)
     return 0
+
+
+class _ResourceLogHandler(logging.Handler):
+    """Warnings from libraries (fuseblk) go to the resource log as ``drbd RES:`` lines."""
+
+    def __init__(self, log: ResourceLog):
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.log.resource_line(record.getMessage().splitlines()[0])
+        except Exception:
+            self.handleError(record)
 
 
 if __name__ == "__main__":

@@ -408,7 +408,9 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
 }
 
 
-def select(cfg: Config, node: str, targets: list[str]) -> list[Resource]:
+def select(cfg: Config, node: str, targets: list[str], command: str = "") -> list[Resource]:
+    if not targets and command == "status":       # as drbd-utils: status means all
+        targets = ["all"]
     if not targets:
         raise Usage("USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}")
     if targets == ["all"]:
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         if fn is None:
             print(f"drbdadm: Unknown command '{inv.command}'", file=sys.stderr)
             return 1
-        resources = select(cfg, node, inv.targets)
+        resources = select(cfg, node, inv.targets, inv.command)
     except Usage as e:
         print(str(e), file=sys.stderr)
         return 1

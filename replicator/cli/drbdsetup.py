@@ -115,7 +115,7 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
         except control.ControlError:
             os.unlink(rundir.socket_path(res))  # stale socket of a dead daemon
     rundir.ensure_run_dir()
-    log = open(rundir.log_path(res), "ab")
+    log = open(rundir.log_path(res)[:-4] + ".err", "ab")     # tracebacks, never DRBD lines
     proc = subprocess.Popen([sys.executable, "-m", "replicator.daemon", res],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True, close_fds=True)
@@ -124,7 +124,7 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             print(f"{res}: resource daemon exited with code {proc.returncode}; "
-                  f"see {rundir.log_path(res)}", file=sys.stderr)
+                  f"see {rundir.log_path(res)[:-4]}.err", file=sys.stderr)
             return 20
         try:
             call(res, "info")
