@@ -69,8 +69,8 @@ class Model:
 
 
 def summary(snap: dict) -> str:
-    return (f"role:{snap['role']} disk:{snap['disk']} cs:{snap['conn']} "
-            f"peer:{snap['peer']} pdsk:{snap['pdsk']}")
+    return (f"cs:{snap['conn']} ro:{snap['role']}/{snap['peer']} "
+            f"ds:{snap['disk']}/{snap['pdsk']}")
 
 
 def degraded(snap: dict) -> bool:
@@ -157,7 +157,14 @@ def body_lines(model: Model, view: str, g: Glyphs, width: int) -> list[tuple[str
     if view == "messages":
         if not model.messages:
             return [("No messages.", "normal")]
-        return [(m, "normal") for m in model.messages]
+        out = []
+        for m in model.messages:              # long messages continue indented
+            first, rest = m[:width - 1], m[width - 1:]
+            out.append((first, "normal"))
+            while rest:
+                out.append(("         " + rest[:width - 10], "normal"))
+                rest = rest[width - 10:]
+        return out
     out: list[tuple[str, str]] = []
     names = sorted(model.snaps)
     if view == "problems":
