@@ -197,6 +197,10 @@ async def _run_peer(daemon: Any, peer: Any) -> None:
     res = daemon.resource
     try:
         await peer.run()
+    except Exception as e:             # a bug in the network code must not end the daemon
+        daemon.log.resource_line(f"internal error in the connection: {e!r}; going StandAlone")
+        import traceback
+        traceback.print_exc()
     finally:
         if res.peer is peer:
             res.peer = None

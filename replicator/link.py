@@ -47,6 +47,9 @@ class PeerLink:
         """Run in the session's nursery: batch queued frames into sendmsg calls."""
         try:
             async for first in self._queue:
+                # let the other runnable tasks (more FUSE writes, more acks) queue theirs
+                # first: one sendmsg for many frames is the cheapest way through TCP
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 batch = [first]
                 while len(batch) < IOV_MAX // 2:
                     try:
@@ -60,6 +63,8 @@ class PeerLink:
                         done.set()
         except OSError as e:
             raise LinkClosed(f"send failed: {e.strerror or e}") from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise LinkClosed("connection closed") from None
 
     async def flush_queued(self) -> None:
         """Send what is queued now, without the sender task (before a session starts)."""
@@ -73,6 +78,8 @@ class PeerLink:
             await self._sendmsg_all([memoryview(b) for bufs, _ in batch for b in bufs])
         except OSError as e:
             raise LinkClosed(f"send failed: {e.strerror or e}") from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise LinkClosed("connection closed") from None
 
     async def _sendmsg_all(self, buffers: list[memoryview]) -> None:
         while buffers:
@@ -100,6 +107,8 @@ class PeerLink:
                 n = await self.sock.recv_into(reader.space())
             except OSError as e:
                 raise LinkClosed(f"receive failed: {e.strerror or e}") from None
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise LinkClosed("connection closed") from None
             if n == 0:
                 raise LinkClosed("peer closed the connection")
             self.bytes_received += n

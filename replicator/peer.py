@@ -130,6 +130,11 @@ class Peer:
                 end = SessionEnd(Conn.ProtocolError)
             except trio.TooSlowError:
                 end = SessionEnd(Conn.Timeout)
+            except Exception as e:           # a bug: log it, drop this connection, go on
+                self.log.resource_line(f"internal error in the session: {e!r}")
+                import traceback
+                traceback.print_exc()
+                end = SessionEnd(Conn.NetworkFailure)
             finally:
                 link.close()
                 self.link = None

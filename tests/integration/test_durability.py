@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faultproxy import FaultProxy
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, free_port
 
 BLOCK = 4096
 
@@ -100,11 +100,11 @@ def test_acknowledged_writes_survive_kill9_of_the_primary(tmp_path: Path, delay:
         c.cleanup()
 
 
-def proxied_configs(c: Cluster, tmp_path: Path) -> None:
-    """node1 reaches node2 through 127.0.0.3:7789 and node2 reaches node1 via 127.0.0.4:7789."""
+def proxied_configs(c: Cluster, tmp_path: Path, pport: int) -> None:
+    """node1 reaches node2 through 127.0.0.3:PPORT and node2 reaches node1 via 127.0.0.4:PPORT."""
     base = c.config.read_text()
-    for node, text in ((c.node1, base.replace(f"127.0.0.2:{c.port}", "127.0.0.3:7789")),
-                       (c.node2, base.replace(f"127.0.0.1:{c.port}", "127.0.0.4:7789"))):
+    for node, text in ((c.node1, base.replace(f"127.0.0.2:{c.port}", f"127.0.0.3:{pport}")),
+                       (c.node2, base.replace(f"127.0.0.1:{c.port}", f"127.0.0.4:{pport}"))):
         node.config = tmp_path / f"{node.name}.conf"
         node.config.write_text(text)
         node.env["UDRBD_CONFIG"] = str(node.config)
@@ -112,12 +112,13 @@ def proxied_configs(c: Cluster, tmp_path: Path) -> None:
 
 def test_corrupted_bytes_on_the_link_cause_a_reconnect_not_damage(tmp_path: Path):
     c = Cluster(tmp_path)
-    proxied_configs(c, tmp_path)
+    pport = free_port()
+    proxied_configs(c, tmp_path, pport)
     # one byte flipped after 3 MiB on whichever proxy carries the connection; each node
     # sees its peer coming from the address it has configured for it
-    to_n2 = FaultProxy(("127.0.0.3", 7789), ("127.0.0.2", c.port), "127.0.0.4",
+    to_n2 = FaultProxy(("127.0.0.3", pport), ("127.0.0.2", c.port), "127.0.0.4",
                        corrupt_after=3 << 20)
-    to_n1 = FaultProxy(("127.0.0.4", 7789), ("127.0.0.1", c.port), "127.0.0.3",
+    to_n1 = FaultProxy(("127.0.0.4", pport), ("127.0.0.1", c.port), "127.0.0.3",
                        corrupt_after=3 << 20)
     try:
         with to_n2, to_n1:
