@@ -1,7 +1,7 @@
 # udrbd: `make demo` runs the two-node demo, `make test` the test suite (both set up first).
 PY := .venv/bin/python
 
-.PHONY: setup test unit integration demo bench clean
+.PHONY: setup test unit integration demo bench install-service clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+install-service: setup
+	@bash scripts/install-service.sh "$(CURDIR)"
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache

@@ -179,6 +179,7 @@ async def _connect(daemon: Any, args: dict) -> Reply:
             hashlib.new(opts["cram-hmac-alg"])
         except ValueError:
             return failure(daemon.name, ERR_AUTH_ALG)
+    res.net_given = {k: v for k, v in given.items() if not k.startswith("_")}
     res.net = {**opts, "_local": args["local"], "_peer": args["peer"],
                "_peer_name": args.get("peer_name") or "peer"}
     try:
@@ -261,6 +262,51 @@ async def shutdown(daemon: Any) -> None:
 
 
 # -- reporting -----------------------------------------------------------------------------
+def _show_value(v: Any) -> str:
+    if v is True:
+        return "yes"
+    text = str(v)
+    return text if text.replace(".", "").replace("-", "").isalnum() else f'"{text}"'
+
+
+@handler("show")
+async def _show(daemon: Any, args: dict) -> Reply:
+    """The running configuration, in drbdsetup-84 show's shape."""
+    res = daemon.resource
+    out = [f"resource {res.name} {{", "    options {", "    }"]
+    if res.net is not None:
+        out.append("    net {")
+        for k, v in getattr(res, "net_given", {}).items():
+            q = f'"{v}"' if k in ("cram-hmac-alg", "shared-secret") else _show_value(v)
+            out.append(f"        {k:<16}\t{q};")
+        out.append("    }")
+        peer, local = res.net["_peer"].split(":", 1), res.net["_local"].split(":", 1)
+        out += ["    _remote_host {", f"        address\t\t\t{peer[0]} {peer[1]};", "    }"]
+        out += ["    _this_host {", f"        address\t\t\t{local[0]} {local[1]};"]
+    else:
+        out.append("    _this_host {")
+    if res.minor is not None:
+        out.append(f"        volume {res.volume_nr} {{")
+        out.append(f"            device\t\t\tminor {res.minor};")
+        dev = res.device
+        if dev is not None:
+            a = dev.attach_args
+            out.append(f'            disk\t\t\t"{a["disk"]}";')
+            idx = a["meta_index"]
+            meta = "internal" if idx in (None, "internal") else (
+                f'"{a["meta_disk"]}"' if idx == "flexible" else f'"{a["meta_disk"]}" [ {idx} ]')
+            out.append(f"            meta-disk\t\t{meta};")
+            if a["given"]:
+                out.append("            disk {")
+                for k, v in a["given"].items():
+                    out.append(f"                {k:<16}\t{_show_value(v)};")
+                out.append("            }")
+        out.append("        }")
+    out += ["    }", "}", ""]
+    return ok("\n".join(out))
+
+
+
 @handler("snapshot")
 async def _snapshot(daemon: Any, args: dict) -> Reply:
     return {**ok(), "snapshot": snapshot.take(daemon.resource)}

@@ -56,6 +56,8 @@ class Endpoint:
 async def _first_frame(link: PeerLink, expected: Msg) -> object:
     with trio.fail_after(HELLO_TIMEOUT):
         async for frame in link.frames():
+            if frame is None:
+                continue
             if frame.type != expected:
                 raise ProtocolError(f"expected {expected.name}, got {frame.type.name}")
             return frame.body
@@ -197,6 +199,8 @@ async def authenticate(link: PeerLink, alg: str, secret: str) -> int:
 async def _payload(link: PeerLink, expected: Msg) -> bytes:
     with trio.fail_after(HELLO_TIMEOUT):
         async for frame in link.frames():
+            if frame is None:
+                continue
             if frame.type != expected:
                 raise AuthFailed(f"expected {expected.name}, got {frame.type.name}")
             return bytes(frame.data or b"")

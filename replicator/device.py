@@ -322,6 +322,8 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     for note in notes:
         res.log.device(note)
     dev = Device(res, md, disk, disk_opts)
+    dev.attach_args = {"disk": disk, "meta_disk": meta_disk, "meta_index": meta_index,
+                       "given": {k: v for k, v in options.items() if not k.startswith("_")}}
     res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
     disk_state, pdsk = _initial_disk_state(md, dev.fencing)
     res.device = dev

@@ -1,12 +1,15 @@
-"""One TCP connection to the peer: a batching sender and a frame receiver.
+"""One TCP connection to the peer: a direct/batching sender and a frame receiver.
 
-The sender task drains everything queued and hands it to the kernel with one ``sendmsg``
-(header+body buffers and untouched payload views), so many small acks or writes cost one
-system call. The receiver reads with ``recv_into`` into a preallocated buffer and yields
-frames whose payloads are views into that buffer (valid until the next frame is read).
+A frame goes to the kernel right away from the task that sends it when nothing is queued
+before it (a non-blocking ``sendmsg`` of the header+body buffer and the untouched payload
+view): no task switch on the latency path. Whatever the kernel does not take at once is
+queued, and the sender task drains the queue with one ``sendmsg`` per batch. The receiver
+reads with ``recv_into`` into a preallocated buffer and yields frames whose payloads are
+views into that buffer (valid until the next frame is read).
 """
 from __future__ import annotations
 
+import os
 import socket
 from typing import AsyncIterator
 
@@ -30,6 +33,9 @@ class PeerLink:
         self.accepted = False          # True on the side that accepted the TCP connection
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._backlog = 0              # frames queued for the sender task, not yet sent
+        # a second handle on the same (non-blocking) socket for the direct path
+        self._raw = socket.socket(fileno=os.dup(sock.fileno()))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -41,15 +47,39 @@ class PeerLink:
         """Queue a frame; ``done`` (if given) is set once the kernel has taken all of it."""
         if self.closed:
             raise LinkClosed("connection closed")
-        self._send.send_nowait((encode(msg, body, data), done))
+        bufs = encode(msg, body, data)
+        if not self._backlog:
+            bufs = self._send_now(bufs)
+            if not bufs:
+                if done is not None:
+                    done.set()
+                return
+        self._backlog += 1
+        self._send.send_nowait((bufs, done))
+
+    def _send_now(self, bufs: list) -> list:
+        """Hand as much as the kernel takes without waiting; return what is left."""
+        try:
+            sent = self._raw.sendmsg(bufs)
+        except (BlockingIOError, InterruptedError):
+            return bufs
+        except OSError:
+            return bufs                    # the sender task will meet the error and report it
+        self.bytes_sent += sent
+        left = []
+        for b in bufs:
+            n = len(b)
+            if sent >= n:
+                sent -= n
+                continue
+            left.append(memoryview(b)[sent:])
+            sent = 0
+        return left
 
     async def sender(self) -> None:
         """Run in the session's nursery: batch queued frames into sendmsg calls."""
         try:
             async for first in self._queue:
-                # let the other runnable tasks (more FUSE writes, more acks) queue theirs
-                # first: one sendmsg for many frames is the cheapest way through TCP
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 batch = [first]
                 while len(batch) < IOV_MAX // 2:
                     try:
@@ -58,6 +88,7 @@ class PeerLink:
                         break
                 buffers = [memoryview(b) for bufs, _ in batch for b in bufs]
                 await self._sendmsg_all(buffers)
+                self._backlog -= len(batch)
                 for _, done in batch:
                     if done is not None:
                         done.set()
@@ -74,6 +105,7 @@ class PeerLink:
                 batch.append(self._queue.receive_nowait())
             except trio.WouldBlock:
                 break
+        self._backlog -= len(batch)
         try:
             await self._sendmsg_all([memoryview(b) for bufs, _ in batch for b in bufs])
         except OSError as e:
@@ -95,14 +127,19 @@ class PeerLink:
                     sent = 0
 
     # -- receiving ------------------------------------------------------------------------
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Yield frames until the peer closes; raise ProtocolError on garbage."""
+    async def frames(self) -> AsyncIterator[Frame | None]:
+        """Yield frames until the peer closes; raise ProtocolError on garbage.
+
+        ``None`` is yielded whenever everything received so far has been handed out, just
+        before waiting for more: the moment to send coalesced acknowledgements.
+        """
         reader = self.reader
         while True:
             frame = reader.next_frame()
             if frame is not None:
                 yield frame
                 continue
+            yield None
             try:
                 n = await self.sock.recv_into(reader.space())
             except OSError as e:
@@ -118,10 +155,11 @@ class PeerLink:
         if not self.closed:
             self.closed = True
             self._send.close()
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            for s in (self._raw, self.sock):
+                try:
+                    s.close()
+                except OSError:
+                    pass
 
 
 __all__ = ["PeerLink", "LinkClosed", "ProtocolError"]

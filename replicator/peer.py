@@ -66,7 +66,10 @@ class Peer:
         self.session_scope: trio.CancelScope | None = None
         self.stopping = False
         self.seq = 0
-        self.tl: dict[int, Pending] = {}
+        self.tl: dict[int, Pending] = {}      # in seq order (dicts keep insertion order)
+        self.received_upto = 0                # peer side: highest seq received / written
+        self.written_upto = 0
+        self.acked_upto = 0
         self.since_barrier = 0
         self.flushes: dict[int, trio.Event] = {}
         self.flush_id = 0
@@ -200,6 +203,7 @@ class Peer:
     # -- session ----------------------------------------------------------------------------
     async def _session(self, link: PeerLink) -> None:
         self.link = link
+        self.received_upto = self.written_upto = self.acked_upto = 0
         try:
             await self._session_tasks(link)
         except BaseExceptionGroup as group:
@@ -221,7 +225,10 @@ class Peer:
                 raise
             nursery.start_soon(self._pinger, link)
             async for frame in frames:
-                await self._dispatch(frame)
+                if frame is None:
+                    self._send_acks()             # everything received so far is handled
+                else:
+                    await self._dispatch(frame)
             raise LinkClosed("peer closed the connection")
 
     async def _goodbye(self) -> None:
@@ -241,7 +248,10 @@ class Peer:
 
     async def _next(self, frames) -> Any:
         with trio.fail_after(self.opts["ping-timeout"] / 10 * 4 + 5):
-            return await frames.__anext__()
+            while True:
+                frame = await frames.__anext__()
+                if frame is not None:
+                    return frame
 
     def send(self, msg: Msg, body: Any = None, data: Any = None, done: trio.Event | None = None) -> None:
         if self.link is None or self.link.closed:
@@ -387,14 +397,10 @@ class Peer:
         t, b = frame.type, frame.body
         if t == Msg.DATA:
             await self._on_data(b, frame.data)
-        elif t == Msg.WRITE_ACK or t == Msg.RECV_ACK:
-            p = self.tl.get(b["seq"])
-            if p is not None:
-                latency.acked(p.seq)
-                p.acked = True
-                if t == Msg.WRITE_ACK:
-                    del self.tl[b["seq"]]
-                p.done.set()
+        elif t == Msg.WRITE_ACK:
+            self._acked_upto(int(b["upto"]), retire=True)
+        elif t == Msg.RECV_ACK:
+            self._acked_upto(int(b["upto"]), retire=False)
         elif t == Msg.NEG_ACK:
             p = self.tl.pop(b["seq"], None)
             if p is not None:
@@ -446,8 +452,7 @@ class Peer:
     async def _on_data(self, b: dict, data: memoryview) -> None:
         dev = self.dev
         seq = b["seq"]
-        if self.protocol == "B":
-            self.send(Msg.RECV_ACK, {"seq": seq})
+        self.received_upto = seq
         try:
             off, done = b["off"], 0
             while done < len(data):
@@ -460,14 +465,44 @@ class Peer:
         self.nr_kib += len(data) >> 10
         if self.resync is not None:
             self.resync.app_write(b["off"], len(data))
-        if self.protocol == "C":
-            self.send(Msg.WRITE_ACK, {"seq": seq})
+        self.written_upto = seq
+
+    def _send_acks(self) -> None:
+        """One cumulative ack for every write handled since the last one: the peer applies
+        writes in arrival order, so "everything up to N" is exact (and far cheaper)."""
+        if self.protocol == "C" and self.written_upto != self.acked_upto:
+            self.send(Msg.WRITE_ACK, {"upto": self.written_upto})
+            self.acked_upto = self.written_upto
+        elif self.protocol == "B" and self.received_upto != self.acked_upto:
+            self.send(Msg.RECV_ACK, {"upto": self.received_upto})
+            self.acked_upto = self.received_upto
+
+    def _acked_upto(self, upto: int, retire: bool) -> None:
+        """The peer confirmed every write up to ``upto`` (the transfer log is in seq order)."""
+        tl = self.tl
+        if retire:
+            while tl:
+                seq = next(iter(tl))
+                if seq > upto:
+                    break
+                p = tl.pop(seq)
+                latency.acked(seq)
+                p.acked = True
+                p.done.set()
+            return
+        for p in tl.values():
+            if p.seq > upto:
+                break
+            if not p.acked:
+                latency.acked(p.seq)
+                p.acked = True
+                p.done.set()
 
     async def _on_discard(self, b: dict) -> None:
         from fuseblk.file_engine import punch_hole
+        self.received_upto = b["seq"]
         await trio.to_thread.run_sync(punch_hole, self.dev.fd, b["off"], b["len"])
-        if self.protocol == "C":
-            self.send(Msg.WRITE_ACK, {"seq": b["seq"]})
+        self.written_upto = b["seq"]
 
     def _on_peer_state(self, b: dict) -> None:
         res = self.res

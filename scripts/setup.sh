@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev e2fsprogs util-linux fio tmux
-              drbd-utils qemu-system-common shellcheck)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv e2fsprogs util-linux
+              fio tmux drbd-utils qemu-system-common shellcheck systemd vagrant vagrant-libvirt)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
