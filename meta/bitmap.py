@@ -14,6 +14,7 @@ All public methods are thread safe.
 """
 from __future__ import annotations
 
+import mmap
 import threading
 from typing import Iterator, Protocol
 
@@ -33,6 +34,23 @@ def _popcount(data: bytes | bytearray | memoryview) -> int:
     return int.from_bytes(data, "little").bit_count()
 
 
+_CHUNK = 1 << 20
+_LAZY_MIN = 1 << 20
+
+
+def _zeroed(size: int) -> bytearray | mmap.mmap:
+    """A zero-filled buffer. Large ones are anonymous mappings: pages nobody writes stay
+    unallocated, so a mostly clean bitmap of a huge device costs little memory."""
+    if size >= _LAZY_MIN:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return bytearray(size)
+
+
+def _popcount_chunked(buf: bytearray | mmap.mmap) -> int:
+    view = memoryview(buf)
+    return sum(_popcount(view[i:i + _CHUNK]) for i in range(0, len(view), _CHUNK))
+
+
 class Bitmap:
     """In-memory bitmap of ``nbits`` bits, stored in whole 4 KiB pages."""
 
@@ -44,7 +62,7 @@ class Bitmap:
         self.nbits = nbits
         self.data_bytes = nbits * BM_BLOCK_SIZE if data_bytes is None else data_bytes
         used = (nbits + 7) // 8
-        self._buf = bytearray(-(-used // PAGE) * PAGE)
+        self._buf = _zeroed(-(-used // PAGE) * PAGE)
         self._count = 0
         self._dirty: set[int] = set()
         self._lock = threading.RLock()
@@ -71,7 +89,7 @@ class Bitmap:
     def recount(self) -> int:
         """Count the set bits from scratch (and resynchronise the cached count)."""
         with self._lock:
-            self._count = _popcount(self._buf)
+            self._count = _popcount_chunked(self._buf)
             return self._count
 
     # -- core ----------------------------------------------------------------
@@ -273,7 +291,7 @@ class Bitmap:
                 buf[b] &= (1 << (n & 7)) - 1
                 self._dirty.add(b // PAGE)
             b += 1
-        if any(buf[b:]):
+        if b < len(buf) and memoryview(buf)[b:].tobytes().count(0) != len(buf) - b:
             buf[b:] = bytes(len(buf) - b)
             self._dirty.update(range(b // PAGE, self.npages))
 
@@ -287,8 +305,10 @@ class Bitmap:
         page is marked dirty, so the next flush cleans the disk too).
         """
         bm = cls(nbits, data_bytes)
-        if bm.nbytes:
-            bm._buf[:] = dev.pread(bm.nbytes, offset)
+        for start in range(0, bm.nbytes, _CHUNK):     # only non-zero chunks are stored
+            chunk = dev.pread(min(_CHUNK, bm.nbytes - start), offset + start)
+            if chunk.count(0) != len(chunk):
+                bm._buf[start:start + len(chunk)] = chunk
         bm._clear_surplus()
         bm.recount()
         return bm
