@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from replicator import rs_controller
 from replicator import uuids as U
 from replicator.protocol import Msg, ProtocolError
 from replicator.states import Conn, Disk
@@ -48,6 +49,8 @@ class Resync:
         self.total_bits = 0
         self.inflight: dict[int, list] = {}   # offset -> [length, superseded]
         self.inflight_bytes = 0
+        self.returned_sectors = 0          # came back since the controller's last step
+        self.want_kib = 0                  # the controller's current rate (KiB/s)
         self.wakeup = trio.Event()
         self.same_csum = 0
         self.transferred = 0
@@ -178,25 +181,28 @@ class Resync:
         self.total_bits = self.dev.bitmap.count()
         self.marks = [(self.started, self.total_bits)]
 
-    def _rate_limit(self) -> int:
-        """Bytes per second the resync may use (0 = unlimited)."""
-        disk = self.dev.disk_opts
-        if disk["c-plan-ahead"] == 0:
-            return disk["resync-rate"] * 1024
-        return disk["c-max-rate"] * 1024
-
     async def _request_loop(self) -> None:
+        """Walk the set bits, requesting runs of up to 1 MiB; pace by the rate controller
+        (a budget per 100 ms step) and never more than max-buffers/2 pages in flight."""
         with self._scope():
             bm = self.dev.bitmap
             size = self.dev.size()
             alg = self.peer.opts["csums-alg"]
             window = max(self.peer.opts["max-buffers"] // 2, 16) * 4096
-            rate = self._rate_limit()
-            t0, sent = time.monotonic(), 0
-            pos = 0
+            ctl = rs_controller.controller(self.dev.disk_opts)
+            budget, next_step, pos = 0, 0.0, 0
             while True:
                 while self.res.state.user_isp or self.res.state.peer_isp:
                     await trio.sleep(0.1)
+                now = time.monotonic()
+                if now >= next_step:                 # a new step: leftover budget expires
+                    budget = ctl.step(self.returned_sectors, self.inflight_bytes // 512) * 512
+                    self.returned_sectors = 0
+                    self.want_kib = budget // 1024 * 10
+                    next_step = now + rs_controller.STEP_S
+                if budget <= 0:
+                    await trio.sleep_until(next_step)
+                    continue
                 bit = bm.find_next_set(pos)
                 if bit < 0 or bit * 4096 >= size:
                     if self.inflight:            # wait for answers, then rescan from 0
@@ -211,23 +217,19 @@ class Resync:
                 stop = bm.find_next_zero(bit)
                 off = bit * 4096
                 run = (stop - bit) * 4096 if stop >= 0 else size - off
-                length = min(run, REQUEST_MAX, size - off)
+                length = min(run, REQUEST_MAX, size - off, max(4096, budget // 4096 * 4096))
                 pos = (off + length + 4095) // 4096
                 if any(o < off + length and off < o + v[0] for o, v in self.inflight.items()):
                     continue                     # a superseded request still in flight
                 while self.inflight_bytes + length > window:
                     await self._wait()
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        await trio.sleep(ahead)
                 body: dict = {"off": off, "len": length}
                 if alg:
                     body["digest"] = digest(alg, os.pread(self.dev.fd, length, off))
                 self.inflight[off] = [length, False]
                 self.inflight_bytes += length
                 self.peer.send(Msg.RS_REQUEST, body)
-                sent += length
+                budget -= length
             self._finish_target()
 
     async def _wait(self) -> None:
@@ -258,6 +260,7 @@ class Resync:
         if entry is None:
             raise ProtocolError(f"unexpected resync answer at {off}")
         self.inflight_bytes -= entry[0]
+        self.returned_sectors += entry[0] // 512
         if not entry[1]:                       # superseded replies keep their bits set
             self.dev.bitmap.clear_range(off, length)
             self.peer.send(Msg.RS_WRITE_ACK, {"off": off, "len": length})

@@ -52,8 +52,7 @@ def _sync_progress(res: Any, snap: dict) -> None:
         marks.append((now, left_kib))
         del marks[:-SYNC_MARKS]
     mark_t, mark_left = marks[0]
-    opts = getattr(dev, "disk_opts", None) or {}
-    want = opts.get("resync-rate") if opts.get("c-plan-ahead") == 0 else opts.get("c-max-rate")
+    want = getattr(rs, "want_kib", 0)           # the rate controller's current target
     snap.update({
         "rs_total_kib": total_kib,
         "rs_left_kib": left_kib,
