@@ -286,7 +286,6 @@ def _initial_disk_state(md: Metadata, fencing: str) -> tuple[Disk, Disk]:
 async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
                         options: dict) -> None:
     """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
-    import fuseblk
     from replicator.commands import (ERR_INVALID_DISK_OPTION, ERR_MD_INVALID, ERR_MD_UNCLEAN,
                                      ERR_OPEN_DISK)
     res = daemon.resource

@@ -1,7 +1,6 @@
 """What a test run can leave behind: FUSE mounts, loop devices, processes it started."""
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 

@@ -196,6 +196,11 @@ meta-disk internal;
 """
 
 
+def in_sync(s: dict) -> bool:
+    """Connected, both disks UpToDate."""
+    return s["conn"] == "Connected" and s["disk"] == "UpToDate" and s["pdsk"] == "UpToDate"
+
+
 def free_port() -> int:
     """A port free on both 127.0.0.1 and 127.0.0.2, so parallel runs never collide."""
     import socket
@@ -233,6 +238,21 @@ class Cluster:
     @property
     def nodes(self) -> list[Node]:
         return [self.node1, self.node2]
+
+    def up_connected(self, md_force: bool = False) -> None:
+        """create-md and up on both nodes, then wait until they are Connected."""
+        for n in self.nodes:
+            n.drbdadm("create-md", *(["--force"] if md_force else []), "r0")
+        for n in self.nodes:
+            n.drbdadm("up", "r0")
+        for n in self.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
+
+    def sync_from_node1(self, *promote: str, timeout: float = 120) -> None:
+        """Promote node1 with ``promote`` (default ``primary --force r0``); wait for the sync."""
+        self.node1.drbdadm(*(promote or ("primary", "--force", "r0")))
+        for n in self.nodes:
+            n.wait_for(in_sync, timeout=timeout, what="synced")
 
     def cleanup(self) -> None:
         cleanup_dir(self.base, self.nodes)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, in_sync
 
 SLOW = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
                                 "common {{ disk {{ c-plan-ahead 0; resync-rate 8M; }} "
@@ -17,15 +17,7 @@ VERIFY = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
 
 
 def up_connected(c: Cluster) -> None:
-    for n in c.nodes:
-        n.drbdadm("create-md", "r0")
-        n.drbdadm("up", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
-
-
-def in_sync(s: dict) -> bool:
-    return s["conn"] == "Connected" and s["disk"] == "UpToDate" and s["pdsk"] == "UpToDate"
+    c.up_connected()
 
 
 @pytest.fixture

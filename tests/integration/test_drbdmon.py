@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.nodes import Cluster, bin_path
-from tests.integration.test_status import SLOW_CONF, start_sync, up_connected
+from tests.integration.test_status import SLOW_CONF, start_sync
 
 
 class Pane:
@@ -51,7 +51,7 @@ class Pane:
 def syncing(tmp_path: Path):
     c = Cluster(tmp_path, size="48M", port=7821, conf_template=SLOW_CONF)
     try:
-        up_connected(c)
+        c.up_connected()
         yield c
     finally:
         c.cleanup()

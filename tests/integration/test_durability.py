@@ -52,16 +52,8 @@ class Writer(threading.Thread):
 
 
 def synced(c: Cluster) -> None:
-    for n in c.nodes:
-        n.drbdadm("create-md", "r0")
-    for n in c.nodes:
-        n.drbdadm("up", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
-    c.node1.drbdadm("primary", "--force", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate"
-                   and s["disk"] == "UpToDate", timeout=120, what="synced")
+    c.up_connected()
+    c.sync_from_node1()
 
 
 def verify_on(n: Node, seed: bytes, offsets: list[int]) -> list[int]:

@@ -4,30 +4,18 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node
-from tests.integration.test_durability import BLOCK, Writer, block_for, verify_on
-
-
-def in_sync(s: dict) -> bool:
-    return s["conn"] == "Connected" and s["disk"] == "UpToDate" and s["pdsk"] == "UpToDate"
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
+from tests.integration.test_durability import BLOCK, Writer, verify_on
 
 
 def bring_up(c: Cluster, force_primary: bool = True, md_force: bool = False) -> None:
-    for n in c.nodes:
-        n.drbdadm("create-md", *(["--force"] if md_force else []), "r0")
-    for n in c.nodes:
-        n.drbdadm("up", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
+    c.up_connected(md_force=md_force)
     if force_primary:
-        c.node1.drbdadm("primary", "--force", "r0")
-        for n in c.nodes:
-            n.wait_for(in_sync, timeout=120, what="synced")
+        c.sync_from_node1()
 
 
 def conf(**replace: str) -> str:

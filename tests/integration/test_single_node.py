@@ -13,15 +13,6 @@ import pytest
 from tests.integration.nodes import Cluster, Node
 
 
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
-
-
 def sh(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 

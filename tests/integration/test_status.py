@@ -19,20 +19,11 @@ SLOW_CONF = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
                                      "common {{ disk {{ c-plan-ahead 0; resync-rate 2M; }} }}")
 
 
-def up_connected(c: Cluster) -> None:
-    for n in c.nodes:
-        n.drbdadm("create-md", "r0")
-    for n in c.nodes:
-        n.drbdadm("up", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
-
-
 @pytest.fixture
 def pair(tmp_path: Path):
-    c = Cluster(tmp_path, size="48M", port=7811, conf_template=SLOW_CONF)
+    c = Cluster(tmp_path, size="48M", conf_template=SLOW_CONF)
     try:
-        up_connected(c)
+        c.up_connected()
         yield c
     finally:
         c.cleanup()
@@ -171,6 +162,7 @@ def next_matching(q: "queue.Queue[str]", pattern: str, seen: list[str], timeout:
 
 def test_events2_now_and_streaming(pair: Cluster):
     n1 = pair.node1
+    port = pair.port
     out = n1.drbdsetup("events2", "--now", "r0").stdout.splitlines()
     assert out == [
         "exists resource name:r0 role:Secondary suspended:no force-io-failures:no "
@@ -181,8 +173,8 @@ def test_events2_now_and_streaming(pair: Cluster):
         "client:no quorum:yes",
         "exists peer-device name:r0 peer-node-id:1 conn-name:node2 volume:0 "
         "replication:Established peer-disk:Inconsistent peer-client:no resync-suspended:no",
-        "exists path name:r0 peer-node-id:1 conn-name:node2 local:ipv4:127.0.0.1:7811 "
-        "peer:ipv4:127.0.0.2:7811 established:yes",
+        f"exists path name:r0 peer-node-id:1 conn-name:node2 local:ipv4:127.0.0.1:{port} "
+        f"peer:ipv4:127.0.0.2:{port} established:yes",
         "exists -"]
     stats = n1.drbdsetup("events2", "--now", "--statistics", "all").stdout
     assert " write-ordering:flush " in stats and " al-suspended:no blocked:no\n" in stats

@@ -11,34 +11,13 @@ import pytest
 from tests.integration.nodes import Cluster, Node
 
 
-@pytest.fixture
-def cluster(tmp_path: Path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
-
-
 def sh(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
-def connected_pair(c: Cluster) -> None:
-    for n in c.nodes:
-        n.drbdadm("create-md", "r0")
-    for n in c.nodes:
-        n.drbdadm("up", "r0")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected", what="Connected")
-
-
 def synced_primary(c: Cluster) -> None:
-    connected_pair(c)
-    c.node1.drbdadm("--", "--overwrite-data-of-peer", "primary", "all")
-    for n in c.nodes:
-        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
-                   and s["pdsk"] == "UpToDate", timeout=120, what="synced")
+    c.up_connected()
+    c.sync_from_node1("--", "--overwrite-data-of-peer", "primary", "all")
 
 
 def transitions(n: Node) -> list[str]:
@@ -63,7 +42,7 @@ def data_area_digest(n: Node, size_kib: int) -> str:
 
 def test_walkthrough(cluster: Cluster, tmp_path: Path):
     n1, n2 = cluster.node1, cluster.node2
-    connected_pair(cluster)
+    cluster.up_connected()
     for n in cluster.nodes:
         snap = n.snapshot()
         assert (snap["disk"], snap["pdsk"], snap["peer"]) == ("Inconsistent", "Inconsistent",
