@@ -14,7 +14,7 @@ from typing import Callable
 
 from replicator import rundir
 from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
-from replicator.config.model import Config, Resource, Volume
+from replicator.config.model import Config, Resource, Volume, address_is_local
 
 DEFAULT_CONFIG = "/etc/drbd.conf"
 
@@ -153,7 +153,17 @@ class Planner:
                                             *_volume_disk_options(v)]))
         return steps
 
+    def check_local_address(self, res: Resource) -> None:
+        """drbdadm refuses to bring up a connection on an address this host doesn't have."""
+        me = self.host(res)
+        if (me.address is None or self.cfg.global_options.get("disable-ip-verification")
+                or address_is_local(me.address)):
+            return
+        raise ConfigError(f"{res.file}:{me.line}: in resource {res.name}, on {me.label}:\n"
+                          f"\tIP {me.address.host} not found on this host.")
+
     def connect(self, res: Resource, extra: list[str] = ()) -> list[Step]:
+        self.check_local_address(res)
         me = self.host(res)
         peers = res.peers_of(self.node)
         if me.address is None or not peers or peers[0].address is None:
@@ -462,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             fn(planner, res, inv)
         except Failed as e:
             rc = e.rc
-        except NotForThisHost as e:
+        except ConfigError as e:          # incl. NotForThisHost
             print(str(e), file=sys.stderr)
             return e.exit_code
     return rc

@@ -102,7 +102,7 @@ class Host:
         raise KeyError(vnr)
 
 
-def _address_is_local(addr: Address) -> bool:
+def address_is_local(addr: Address) -> bool:
     """True if ADDR is assigned to this machine (bind test; sends nothing)."""
     family = socket.AF_INET6 if addr.af == "ipv6" else socket.AF_INET
     try:
@@ -141,7 +141,7 @@ class Resource:
                  if node in h.names or (h.floating and h.address and h.address.host == node)]
         if not found:
             found = [h for h in self.hosts if h.floating and h.address
-                     and _address_is_local(h.address)]
+                     and address_is_local(h.address)]
         if not found:
             raise NotForThisHost(self.name)
         if len(found) > 1:

@@ -196,3 +196,20 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
     assert r.returncode == 10 and "7: Failure: (127) Device minor not allocated" in r.stderr
     r = n.drbdadm("status", "r0", check=False)
     assert r.returncode == 10 and "r0: No such resource" in r.stderr
+
+
+def test_up_refuses_an_address_this_host_does_not_have(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        n = c.node1
+        c.config.write_text(c.config.read_text().replace("127.0.0.1:", "192.0.2.1:"))
+        n.drbdadm("create-md", "r0")
+        r = n.drbdadm("up", "r0", check=False)
+        assert r.returncode == 10
+        assert f"{c.config}:" in r.stderr and "in resource r0, on node1:" in r.stderr
+        assert "\tIP 192.0.2.1 not found on this host." in r.stderr
+        c.config.write_text(c.config.read_text().replace(
+            "usage-count no;", "usage-count no; disable-ip-verification;"))
+        assert n.drbdadm("-d", "up", "r0").returncode == 0
+    finally:
+        c.cleanup()
