@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from replicator import latency, resync, verify
+from replicator import handlers, latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
@@ -219,7 +219,7 @@ class Peer:
             if first.type != Msg.PARAMS:
                 raise ProtocolError(f"expected PARAMS, got {first.type.name}")
             try:
-                self._handshake(first.body)
+                await self._handshake(first.body)
             except SessionEnd:
                 await self._goodbye()         # our PARAMS must reach the peer before we go
                 raise
@@ -303,7 +303,7 @@ class Peer:
         if p.get("discard-my-data") and self.discard_my_data:
             raise bad("both sides have the \"discard_my_data\" flag set")
 
-    def _handshake(self, p: dict) -> None:
+    async def _handshake(self, p: dict) -> None:
         from replicator.sync_handshake import PeerInfo, sync_handshake
         self._check_settings(p)
         self.peer_params = p
@@ -339,6 +339,8 @@ class Peer:
         if decision.demote:                   # an after-sb policy gave up our Primary role
             res.change("device", hard=True, role=Role.Secondary)
             self.log.device("Successfully gave up primary role.")
+        for name in decision.handlers:        # initial-split-brain, split-brain, pri-lost...
+            await handlers.call(res, name)
         peer_disk = Disk(p["disk"])
         if action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)

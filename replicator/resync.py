@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from replicator import rs_controller
+from replicator import handlers, rs_controller
 from replicator import uuids as U
 from replicator.protocol import Msg, ProtocolError
 from replicator.states import Conn, Disk
@@ -100,12 +100,14 @@ class Resync:
             if not self._receive_bitmap(b, frame.data):
                 return True
             if self.source:                       # got the target's bitmap: start
+                await self._before("before-resync-source")
                 self._start_source()
             else:                                 # got the source's: answer with ours
                 self._send_bitmap()
                 res.change("device", hard=True, conn=Conn.WFSyncUUID)
             return True
         if t == Msg.SYNC_UUID and not self.source:
+            await self._before("before-resync-target")
             self.dev.set_uuids(U.receive_sync_uuid(self.dev.md.uuids, int(b["uuid"]),
                                                    self.dev.is_primary()), notify=False)
             self._start_target()
@@ -130,6 +132,14 @@ class Resync:
             self._finish_source(b)
             return True
         return False
+
+    async def _before(self, name: str) -> None:
+        """A before-resync-* handler that fails drops the connection (source: 3 is ignored)."""
+        rc = await handlers.call(self.res, name)
+        if rc > 0 and not (name == "before-resync-source" and rc == 3):
+            self.dev.log.device(f"{name} handler returned {rc}, dropping connection.")
+            from replicator.peer import SessionEnd
+            raise SessionEnd(Conn.Disconnecting, retry=False)
 
     # -- source --------------------------------------------------------------------------------
     def _start_source(self) -> None:
@@ -281,6 +291,7 @@ class Resync:
         self._log_done()
         self.peer.resync = None
         self.res.change("device", hard=True, conn=Conn.Connected, disk=Disk.UpToDate)
+        self.peer.nursery.start_soon(handlers.call, self.res, "after-resync-target")
 
     # -- shared --------------------------------------------------------------------------------
     def _log_done(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from replicator import handlers
 from replicator.protocol import Msg, ProtocolError
 from replicator.resync import digest
 from replicator.states import Conn
@@ -109,6 +110,8 @@ class Verify:
         self.dev.log.device(f"Online verify done (total {total} sec; paused 0 sec; {kps} K/sec)")
         if self.found:
             self.dev.log.device(f"Online verify found {self.found} 4k block out of sync!")
+            if self.source:
+                self.peer.nursery.start_soon(handlers.call, self.res, "out-of-sync")
         self.peer.verify = None
         self.res.change("device", hard=True, conn=Conn.Connected)
 

@@ -15,6 +15,7 @@ from typing import Callable
 from replicator import rundir
 from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
 from replicator.config.model import Config, Resource, Volume, address_is_local
+from replicator.config.options import HANDLER_NAMES
 
 DEFAULT_CONFIG = "/etc/drbd.conf"
 
@@ -418,6 +419,31 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
 }
 
 
+def run_handler(cfg: Config, node: str, name: str, target: str) -> int:
+    """``drbdadm <handler> <res|minor-N>``: what the daemon calls; runs the configured command
+    with DRBD's environment and returns its exit code (0 when none is configured)."""
+    import subprocess
+    res, vol = None, None
+    for r in cfg.resources_for(node):
+        for v in r.host_for(node).volumes:
+            if target in (r.name, f"minor-{v.minor}"):
+                res, vol = r, v
+    if res is None:
+        raise NotForThisHost(target)
+    command = res.handlers.get(name) or ""
+    if not command:
+        return 0
+    me, peers = res.host_for(node), res.peers_of(node)
+    env = {**os.environ, "DRBD_RESOURCE": res.name, "DRBD_MINOR": str(vol.minor),
+           "DRBD_VOLUME": str(vol.vnr), "DRBD_CONF": cfg.path,
+           "DRBD_PEERS": " ".join(n for h in peers for n in h.names)}
+    if me.address is not None:
+        env.update(DRBD_MY_AF=me.address.af, DRBD_MY_ADDRESS=me.address.host)
+    if peers and peers[0].address is not None:
+        env.update(DRBD_PEER_AF=peers[0].address.af, DRBD_PEER_ADDRESS=peers[0].address.host)
+    return subprocess.run(["/bin/sh", "-c", command], env=env).returncode
+
+
 def select(cfg: Config, node: str, targets: list[str], command: str = "") -> list[Resource]:
     if not targets and command == "status":       # as drbd-utils: status means all
         targets = ["all"]
@@ -442,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return 1
     # the 8.4 form `drbdadm primary --force r0` / `connect --discard-my-data r0`
+    # children (the daemon, and the handlers it calls back through drbdadm) see this config
+    os.environ["UDRBD_CONFIG"] = os.path.abspath(inv.config_path)
     try:
         cfg = load_config(inv.config_path)
         for w in cfg.warnings:
@@ -451,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_config(cfg, None if not inv.targets or inv.targets == ["all"]
                               else inv.targets, node), end="")
             return 0
+        if inv.command in HANDLER_NAMES:
+            if len(inv.targets) != 1:
+                raise Usage(f"USAGE: drbdadm {inv.command} {{RESOURCE|minor-N}}")
+            return run_handler(cfg, node, inv.command, inv.targets[0])
         if inv.command == "wait-con-int":
             return wait_con_int(Planner(cfg, node, inv.backend),
                                 list(cfg.resources_for(node)), inv)
