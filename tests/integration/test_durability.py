@@ -163,3 +163,32 @@ def test_interrupted_resync_resumes_where_it_stopped(tmp_path: Path):
         assert first_total
     finally:
         c.cleanup()
+
+
+def test_peer_lost_mid_write_completes_locally_and_resyncs_later(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        synced(c)
+        n1, n2 = c.nodes
+        size = n1.snapshot()["size_kib"] * 1024
+        seed = os.urandom(8)
+        w = Writer(n1.device, size, seed, limit=6000)
+        w.start()
+        time.sleep(0.5)
+        n2.kill9()                               # the Secondary dies while writes are in flight
+        w.join(timeout=60)
+        assert w.error is None and len(w.acked) == 6000   # every write completed locally
+        snap = n1.wait_for(lambda s: s["conn"] == "WFConnection", what="peer lost")
+        assert snap["oos_kib"] > 0
+        assert any("new current UUID" in m for m in n1.log_messages()[-10:])
+        n2.drbdadm("up", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate"
+                       and s["disk"] == "UpToDate", timeout=60, what="resynced")
+        n1.drbdadm("secondary", "r0")
+        n1.drbdadm("down", "r0")
+        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="node1 gone")
+        n2.drbdadm("primary", "r0")
+        assert verify_on(n2, seed, w.acked) == []
+    finally:
+        c.cleanup()
