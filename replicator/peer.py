@@ -95,7 +95,7 @@ class Peer:
                 await self.connector.open_listener()
             except OSError as e:
                 self.log.resource_line(f"Failed to listen on {self.local}: {e.strerror}")
-                self._to_standalone(Conn.Unconnected)
+                self.res.change("resource", hard=True, conn=Conn.StandAlone)
                 return
             try:
                 await self._manage()
@@ -183,9 +183,6 @@ class Peer:
             box.append(None)
             ev.set()
         self.reads.clear()
-
-    def _to_standalone(self, reason: Conn) -> None:
-        self.res.change("resource", hard=True, conn=Conn.StandAlone)
 
     async def stop(self) -> None:
         """Graceful disconnect: tell the peer, then drop the connection."""
@@ -391,7 +388,6 @@ class Peer:
             if cs.cancelled_caught:
                 self.log.resource_line("PingAck did not arrive in time.")
                 link.close()
-                self.session_end = SessionEnd(Conn.NetworkFailure)
                 raise SessionEnd(Conn.NetworkFailure)
 
     # -- frames -----------------------------------------------------------------------------
