@@ -111,32 +111,42 @@ class Connector:
                 sock.close()
                 continue
             link = PeerLink(sock)
+            won = False
             try:
-                hello = await _first_frame(link, Msg.HELLO)
-            except (LinkClosed, ProtocolError, trio.TooSlowError):
-                link.close()
-                continue
-            if not isinstance(hello, dict) or hello.get("v") != PROTOCOL_VERSION:
-                theirs = hello.get("v") if isinstance(hello, dict) else "?"
-                self.log.resource_line(f"incompatible udrbd dialects: I support {PROTOCOL_VERSION},"
-                                       f" peer supports {theirs}")
-                link.close()
-                continue
+                won = await self._answer(link)
+            finally:                        # also when cancelled: our own connection won
+                if not won:
+                    link.close()
+            if won:
+                deliver(link)
+                return
+
+    async def _answer(self, link: PeerLink) -> bool:
+        """Read the caller's HELLO, settle crossed connections; True if this link wins."""
+        try:
+            hello = await _first_frame(link, Msg.HELLO)
+        except (LinkClosed, ProtocolError, trio.TooSlowError):
+            return False
+        if not isinstance(hello, dict) or hello.get("v") != PROTOCOL_VERSION:
+            theirs = hello.get("v") if isinstance(hello, dict) else "?"
+            self.log.resource_line(f"incompatible udrbd dialects: I support {PROTOCOL_VERSION},"
+                                   f" peer supports {theirs}")
+            return False
+        try:
             theirs = int(hello.get("nonce", 0))
-            if self._outgoing is not None and self._outgoing_nonce > theirs:
-                link.close()                # crossed: my own connection wins
-                continue
-            try:
-                link.send(Msg.HELLO, {"v": PROTOCOL_VERSION, "ok": True})
-                await link.flush_queued()
-            except (LinkClosed, OSError):
-                link.close()
-                continue
-            if self._outgoing is not None:
-                self._outgoing.close()
-            link.accepted = True            # DRBD: the acceptor holds RESOLVE_CONFLICTS
-            deliver(link)
-            return
+        except (TypeError, ValueError):
+            return False
+        if self._outgoing is not None and self._outgoing_nonce > theirs:
+            return False                    # crossed: my own connection wins
+        try:
+            link.send(Msg.HELLO, {"v": PROTOCOL_VERSION, "ok": True})
+            await link.flush_queued()
+        except (LinkClosed, OSError):
+            return False
+        if self._outgoing is not None:
+            self._outgoing.close()
+        link.accepted = True                # DRBD: the acceptor holds RESOLVE_CONFLICTS
+        return True
 
     async def _connect_loop(self, deliver) -> None:
         while True:
@@ -158,18 +168,19 @@ class Connector:
         link = PeerLink(sock)
         self._outgoing = link
         self._outgoing_nonce = secrets.randbits(62)
+        agreed = False
         try:
             link.send(Msg.HELLO, {"v": PROTOCOL_VERSION, "nonce": self._outgoing_nonce})
             await link.flush_queued()
             verdict = await _first_frame(link, Msg.HELLO)
-            if isinstance(verdict, dict) and verdict.get("ok"):
-                return link
+            agreed = isinstance(verdict, dict) and bool(verdict.get("ok"))
         except (LinkClosed, ProtocolError, trio.TooSlowError, OSError):
             pass
-        finally:
+        finally:                            # also when cancelled: the other side won
             self._outgoing = None
-        link.close()
-        return None
+            if not agreed:
+                link.close()
+        return link if agreed else None
 
 
 async def authenticate(link: PeerLink, alg: str, secret: str) -> int:

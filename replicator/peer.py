@@ -11,9 +11,8 @@ breaks is marked out of sync, so nothing is silently lost.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
@@ -21,7 +20,7 @@ from replicator import handlers, latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
-from replicator.protocol import Msg, ProtocolError
+from replicator.protocol import MAX_DATA, Msg, ProtocolError
 from replicator.states import Conn, Disk, Role
 
 BARRIER_EVERY = 64          # writes between barriers (protocols A and B)
@@ -42,11 +41,22 @@ class SessionEnd(Exception):
 
 @dataclass
 class Pending:
+    """A mirrored write in the transfer log. ``done`` wakes the writer (per protocol);
+    ``on_retire`` runs when the entry leaves the log (peer confirmed it, or it was marked
+    out of sync): protocols A and B keep their activity log extents hot until then."""
     seq: int
     offset: int
     length: int
     done: trio.Event = field(default_factory=trio.Event)
     acked: bool = False
+    lost: bool = False                # never confirmed: marked out of sync instead
+    on_retire: Callable[[], None] | None = None
+
+    def retire(self) -> None:
+        self.done.set()
+        if self.on_retire is not None:
+            self.on_retire()
+            self.on_retire = None
 
 
 class Peer:
@@ -77,7 +87,7 @@ class Peer:
         self.peer_params: dict = {}
         self.resync: resync.Resync | None = None
         self.verify = None            # replicator.verify.Verify while verifying
-        self.last_ping_ack = time.monotonic()
+        self.dispatching = False
         self.ping_waiting: trio.Event | None = None
         self.reads: dict[int, tuple[trio.Event, list]] = {}
         self.read_id = 0
@@ -111,7 +121,12 @@ class Peer:
         while True:
             if res.state.conn == Conn.Unconnected:
                 res.change("resource", hard=True, conn=Conn.WFConnection)
-            link = await self.connector.establish()
+            try:
+                link = await self.connector.establish()
+            except OSError as e:              # e.g. out of file descriptors: try again later
+                self.log.resource_line(f"connect failed: {e.strerror or e}")
+                await trio.sleep(self.opts["connect-int"])
+                continue
             self.log.resource_line("Handshake successful: Agreed network protocol version 1")
             res.change("resource", hard=True, conn=Conn.WFReportParams)
             try:
@@ -175,7 +190,8 @@ class Peer:
         for p in lost:
             if self.dev is not None:
                 self.dev.bitmap.set_range(p.offset, p.length)
-            p.done.set()
+            p.lost = True
+            p.retire()
         for ev in self.flushes.values():
             ev.set()
         self.flushes.clear()
@@ -201,6 +217,7 @@ class Peer:
     async def _session(self, link: PeerLink) -> None:
         self.link = link
         self.received_upto = self.written_upto = self.acked_upto = 0
+        self.dispatching = False
         try:
             await self._session_tasks(link)
         except BaseExceptionGroup as group:
@@ -210,6 +227,8 @@ class Peer:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._sender, link)
+            self.flush_requests, requests = trio.open_memory_channel(float("inf"))
+            nursery.start_soon(self._flush_worker, requests)
             self._send_params(link)
             frames = link.frames()
             first = await self._next(frames)
@@ -225,7 +244,9 @@ class Peer:
                 if frame is None:
                     self._send_acks()             # everything received so far is handled
                 else:
+                    self.dispatching = True        # (a handler script may take its time)
                     await self._dispatch(frame)
+                    self.dispatching = False
             raise LinkClosed("peer closed the connection")
 
     async def _goodbye(self) -> None:
@@ -307,9 +328,13 @@ class Peer:
         dev = self.dev
         res = self.res
         self.peer_uuids = list(p["uuids"])
-        if dev is None:
-            raise SessionEnd(Conn.Disconnecting, retry=False, message="no local disk")
-        dev.agree_size(int(p["size"]))
+        if dev is None or dev.failed:     # udrbd: a diskless node does not connect
+            self.log.device("no local disk to connect with")
+            raise SessionEnd(Conn.Disconnecting, retry=False)
+        refused = dev.agree_size(int(p["size"]))
+        if refused:
+            self.log.device(refused)
+            raise SessionEnd(Conn.Disconnecting, retry=False)
         mine = PeerInfo(tuple(dev.md.uuids), dev.bitmap.count(), self._uuid_flags(),
                         res.state.role, res.state.disk)
         theirs = PeerInfo(tuple(p["uuids"]), int(p["bits"]), int(p["flags"]),
@@ -341,6 +366,11 @@ class Peer:
         peer_disk = Disk(p["disk"])
         if action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)
+        if (res.state.role == Role.Primary and Role(p["role"]) == Role.Primary
+                and not decision.demote and not o["allow-two-primaries"]):
+            self.log.device("State change failed: Multiple primaries not allowed by config")
+            raise SessionEnd(Conn.Disconnecting, retry=False)
+        dev.handshake_done()
         if decision.full_sync:
             dev.bitmap.set_all()
         if action == "connected":
@@ -383,36 +413,45 @@ class Peer:
             await trio.sleep(interval)
             self.ping_waiting = trio.Event()
             self.send(Msg.PING)
-            with trio.move_on_after(timeout) as cs:
-                await self.ping_waiting.wait()
-            if cs.cancelled_caught:
-                self.log.resource_line("PingAck did not arrive in time.")
-                link.close()
-                raise SessionEnd(Conn.NetworkFailure)
+            heard = link.bytes_received
+            while True:
+                with trio.move_on_after(timeout) as cs:
+                    await self.ping_waiting.wait()
+                if not cs.cancelled_caught:
+                    break
+                # a PingAck may queue behind a burst of data: only silence means death
+                if link.bytes_received == heard and not self.dispatching:
+                    self.log.resource_line("PingAck did not arrive in time.")
+                    link.close()
+                    raise SessionEnd(Conn.NetworkFailure)
+                heard = link.bytes_received
 
     # -- frames -----------------------------------------------------------------------------
     async def _dispatch(self, frame) -> None:
+        try:
+            await self._handle(frame)
+        except (KeyError, TypeError, ValueError) as e:     # a field missing or mistyped
+            raise ProtocolError(f"malformed {frame.type.name} frame: {e!r}") from None
+
+    async def _handle(self, frame) -> None:
         t, b = frame.type, frame.body
         if t == Msg.DATA:
-            await self._on_data(b, frame.data)
+            self._on_data(b, frame.data)
         elif t == Msg.WRITE_ACK:
             self._acked_upto(int(b["upto"]), retire=True)
         elif t == Msg.RECV_ACK:
             self._acked_upto(int(b["upto"]), retire=False)
         elif t == Msg.NEG_ACK:
-            p = self.tl.pop(b["seq"], None)
+            p = self.tl.pop(int(b["seq"]), None)
             if p is not None:
-                self.dev.bitmap.set_range(p.offset, p.length)
-                p.done.set()
+                if self.dev is not None:
+                    self.dev.bitmap.set_range(p.offset, p.length)
+                p.lost = True
+                p.retire()
         elif t == Msg.FLUSH:
-            if b.get("sync") and self.dev is not None:
-                await trio.to_thread.run_sync(os.fdatasync, self.dev.fd)
-            self.send(Msg.FLUSH_ACK, {"id": b["id"], "upto": b["upto"]})
+            self.flush_requests.send_nowait((int(b["id"]), int(b["upto"]), bool(b.get("sync"))))
         elif t == Msg.FLUSH_ACK:
-            self._retire_upto(b["upto"])
-            ev = self.flushes.pop(b["id"], None)
-            if ev is not None:
-                ev.set()
+            self._on_flush_ack(b)
         elif t == Msg.PING:
             self.send(Msg.PING_ACK)
         elif t == Msg.PING_ACK:
@@ -421,25 +460,26 @@ class Peer:
         elif t == Msg.STATE:
             self._on_peer_state(b)
         elif t == Msg.UUIDS:
-            self.peer_uuids = list(b["uuids"])
+            self.peer_uuids = [int(u) for u in b["uuids"]]
         elif t == Msg.DISCARD:
             await self._on_discard(b)
         elif t == Msg.READ_REQUEST:
-            data = os.pread(self.dev.fd, b["len"], b["off"])
-            self.send(Msg.READ_REPLY, {"id": b["id"]}, data)
+            self._on_read_request(b)
         elif t == Msg.READ_REPLY:
-            ev, box = self.reads.pop(b["id"], (None, None))
+            ev, box = self.reads.pop(int(b["id"]), (None, None))
             if ev is not None:
-                box.append(bytes(frame.data or b""))
+                box.append(None if b.get("err") else bytes(frame.data or b""))
                 ev.set()
         elif t == Msg.DISCONNECT:
             raise SessionEnd(Conn.TearDown)
         elif t == Msg.OV_REQUEST:
             verify.answer(self, b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":
-            verify.begin_target(self)
+            self._on_verify_request()
         elif self.verify is not None and self.verify.handle(frame):
             pass
+        elif t == Msg.OV_REPLY and (self.verify is None or not self.verify.source):
+            pass                     # answers for a verify this node gave up (see below)
         elif self.resync is not None and await self.resync.handle(frame):
             pass
         elif t in resync.SOURCE_SIDE_MESSAGES:
@@ -447,23 +487,118 @@ class Peer:
         else:
             raise ProtocolError(f"unexpected {t.name} in state {self.res.state.conn.name}")
 
-    async def _on_data(self, b: dict, data: memoryview) -> None:
+    def _usable_disk(self) -> Any:
+        """The local device if it can take the peer's I/O (attached, not failing)."""
         dev = self.dev
-        seq = b["seq"]
+        if dev is None or self.res.state.disk < Disk.Inconsistent:
+            return None
+        return dev
+
+    def _checked_range(self, off: Any, length: int, what: str, limit: int = MAX_DATA) -> int:
+        """A peer-supplied offset, checked against the agreed size: a frame pointing outside
+        the device is a protocol error, never a write somewhere else."""
+        size = self.dev.size() if self.dev is not None else 0
+        if not isinstance(off, int) or off < 0 or not 0 < length <= limit or off + length > size:
+            raise ProtocolError(f"{what} at {off}+{length} is outside the device ({size} bytes)")
+        return off
+
+    def _on_data(self, b: dict, data: memoryview) -> None:
+        seq = int(b["seq"])
         self.received_upto = seq
+        dev = self._usable_disk()
+        if dev is None:
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            return
+        off = self._checked_range(b["off"], len(data), "write")
         try:
-            off, done = b["off"], 0
+            done = 0
             while done < len(data):
                 done += os.pwrite(dev.fd, data[done:], off + done)
         except OSError as e:
-            self.log.device(f"write error on the backing device: {e.strerror}")
             self.send(Msg.NEG_ACK, {"seq": seq})
+            dev.io_error("write", e)
             return
+        if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
+            dev.bitmap.set_range(off, len(data))       # only copy, its peer will need it
         dev.written_kib += len(data) >> 10
         self.nr_kib += len(data) >> 10
         if self.resync is not None:
-            self.resync.app_write(b["off"], len(data))
+            self.resync.app_write(off, len(data))
         self.written_upto = seq
+
+    async def _on_discard(self, b: dict) -> None:
+        from fuseblk.file_engine import punch_hole
+        seq, length = int(b["seq"]), int(b["len"])
+        self.received_upto = seq
+        dev = self._usable_disk()
+        if dev is None:
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            return
+        off = self._checked_range(b["off"], length, "discard", limit=dev.size())
+        if self.resync is not None:
+            self.resync.app_write(off, length)
+        try:
+            await trio.to_thread.run_sync(punch_hole, dev.fd, off, length)
+        except OSError as e:
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            dev.io_error("discard", e)
+            return
+        self.written_upto = seq
+
+    def _on_read_request(self, b: dict) -> None:
+        rid, length = int(b["id"]), int(b["len"])
+        off = self._checked_range(b["off"], length, "read request")
+        dev = self._usable_disk()
+        if dev is None or self.res.state.disk < Disk.UpToDate:
+            self.send(Msg.READ_REPLY, {"id": rid, "err": "no up-to-date data here"})
+            return
+        try:
+            data = os.pread(dev.fd, length, off)
+        except OSError as e:
+            self.send(Msg.READ_REPLY, {"id": rid, "err": e.strerror})
+            dev.io_error("read", e)
+            return
+        self.send(Msg.READ_REPLY, {"id": rid}, data + bytes(length - len(data)))
+
+    def _on_verify_request(self) -> None:
+        """The peer started verify. If this node started one at the same moment, the side
+        that accepted the connection keeps its verify, the other one gives its up."""
+        conn = self.res.state.conn
+        if conn == Conn.VerifyS and self.verify is not None and not self.link_accepted():
+            self.verify.stop()
+            self.verify = None
+            conn = Conn.Connected
+        if conn != Conn.Connected:
+            self.log.device(f"verify request of the peer ignored in state {conn.name}")
+            return
+        verify.begin_target(self)
+
+    async def _flush_worker(self, requests: Any) -> None:
+        """Answer FLUSH barriers in order, off the frame loop: an fdatasync of a busy disk
+        can take seconds, and the frame loop must go on answering pings meanwhile."""
+        async for fid, upto, sync in requests:
+            ok = True
+            dev = self._usable_disk()
+            if sync and dev is not None:
+                try:
+                    await trio.to_thread.run_sync(os.fdatasync, dev.fd)
+                except OSError as e:
+                    ok = False
+                    dev.io_error("flush", e)
+            self.send(Msg.FLUSH_ACK, {"id": fid, "upto": upto, "ok": ok})
+
+    def _on_flush_ack(self, b: dict) -> None:
+        if not b.get("ok", True) and self.dev is not None:
+            # the peer lost writes it had acknowledged: everything recently written here
+            # (the activity log's hot extents) must go to it again
+            hot = self.dev.al.hot_extents()
+            for extent in hot:
+                self.dev.bitmap.set_bits(*self.dev.bitmap.extent_bits(extent))
+            self.log.device(f"peer failed to flush; {len(hot)} active extents marked out of sync")
+        self._retire_upto(int(b["upto"]))
+        ev = self.flushes.pop(int(b["id"]), None)
+        if ev is not None:
+            ev.set()
 
     def _send_acks(self) -> None:
         """One cumulative ack for every write handled since the last one: the peer applies
@@ -486,7 +621,7 @@ class Peer:
                 p = tl.pop(seq)
                 latency.acked(seq)
                 p.acked = True
-                p.done.set()
+                p.retire()
             return
         for p in tl.values():
             if p.seq > upto:
@@ -496,18 +631,16 @@ class Peer:
                 p.acked = True
                 p.done.set()
 
-    async def _on_discard(self, b: dict) -> None:
-        from fuseblk.file_engine import punch_hole
-        self.received_upto = b["seq"]
-        await trio.to_thread.run_sync(punch_hole, self.dev.fd, b["off"], b["len"])
-        self.written_upto = b["seq"]
-
     def _on_peer_state(self, b: dict) -> None:
         res = self.res
         role, disk = Role(b["role"]), Disk(b["disk"])
         if "uuids" in b:
-            self.peer_uuids = list(b["uuids"])
+            self.peer_uuids = [int(u) for u in b["uuids"]]
+        lost_peer_disk = (res.state.pdsk in (Disk.Inconsistent, Disk.Consistent, Disk.UpToDate)
+                          and disk < Disk.Inconsistent)
         res.change("device", hard=True, peer=role, pdsk=disk)
+        if lost_peer_disk and Role.Primary in (res.state.role, role) and self.dev is not None:
+            self.dev.new_current_uuid_if_needed()   # 8.4: lost contact to peer's data
         if self.resync is None and res.state.conn == Conn.Connected:
             resync.maybe_start_after_state(self)
 
@@ -568,8 +701,7 @@ class Peer:
 
     def _retire_upto(self, upto: int) -> None:
         for seq in [s for s in self.tl if s <= upto]:
-            p = self.tl.pop(seq)
-            p.done.set()
+            self.tl.pop(seq).retire()
 
     async def flush(self) -> None:
         """Round trip that returns once the peer has everything before it on stable storage."""
@@ -582,7 +714,8 @@ class Peer:
         await ev.wait()
 
     async def remote_read(self, offset: int, length: int) -> bytes | None:
-        """Read a block the local disk does not have yet (SyncTarget Primary)."""
+        """Read a block the local disk does not have yet (SyncTarget Primary); None if the
+        peer could not deliver it."""
         self.read_id += 1
         ev, box = trio.Event(), []
         self.reads[self.read_id] = (ev, box)
@@ -592,7 +725,8 @@ class Peer:
             self.reads.pop(self.read_id, None)
             return None
         await ev.wait()
-        return box[0] if box else None
+        data = box[0] if box else None
+        return data if data is not None and len(data) == length else None
 
     def statistics(self) -> dict:
         stats = {"ns_kib": self.ns_kib, "nr_kib": self.nr_kib, "pending": len(self.tl),
