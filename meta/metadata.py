@@ -263,11 +263,18 @@ class Metadata:
 
     def write_superblock(self) -> None:
         """Validate, then write the superblock with one pwrite and fdatasync."""
+        self.write_superblock_image(self.superblock_image())
+
+    def superblock_image(self) -> bytes:
+        """The superblock as it is now, validated and packed (to write later)."""
         try:
             validate(self.sb, self.layout)
         except SuperblockError as e:
             raise MetadataError(f"'{self.path}': refusing to write superblock: {e}") from None
-        self.mddev.pwrite(self.sb.pack(), self.layout.md_offset)
+        return self.sb.pack()
+
+    def write_superblock_image(self, image: bytes) -> None:
+        self.mddev.pwrite(image, self.layout.md_offset)
         self.mddev.fdatasync()
 
     @property

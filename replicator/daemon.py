@@ -53,6 +53,9 @@ class Daemon:
                     self.log.resource_line(f"internal error in {cmd}: {e!r}")
                     traceback.print_exc()
                     reply = {"rc": 20, "out": "", "err": f"{self.name}: internal error: {e}"}
+                dev = self.resource.device
+                if dev is not None:            # what a command changed is on disk when it
+                    await dev.superblock_synced()   # returns, as drbd_md_sync() makes it
                 try:
                     await stream.send_all(control.encode(reply))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -77,7 +80,7 @@ class Daemon:
         listener = trio.SocketListener(sock)
         try:
             async with trio.open_nursery() as nursery:
-                self.nursery = nursery
+                self.nursery = self.resource.nursery = nursery
                 nursery.start_soon(trio.serve_listeners, self.serve_client, [listener])
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(procfile.run, self)   # $RUN_DIR/proc (status issue)

@@ -43,11 +43,20 @@ class Device:
         self.fd = md.backing.fd
         self.bitmap: Bitmap = md.bitmap
         self.al = md.al
-        self._size = md.data_bytes
+        # 8.4 drbd_determine_dev_size without a peer: the last agreed size, if any
+        self._size = min(md.sb.la_size_sect * 512, md.data_bytes) or md.data_bytes
         self.disk_opts = options
         self.fencing = options["fencing"]
         # a Primary that never saw its peer again before going down ("degraded" reboot)
         self.was_degraded = md.sb.has(MDF.PRIMARY_IND) and not md.sb.has(MDF.CONNECTED_IND)
+        # still marked Primary at attach: it went away without demoting (8.4 attach). Kept
+        # in the superblock until a handshake used it, so a second crash does not lose it.
+        if md.sb.has(MDF.PRIMARY_IND):
+            md.set_flag(MDF.CRASHED_PRIMARY, True)
+        self.failed = False                   # on-io-error detached the disk: I/O via the peer
+        self._sb_writer: trio.CancelScope | None = None
+        self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
+        self._sb_version = self._sb_written = 0
         self.open_count = 0
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
@@ -65,49 +74,110 @@ class Device:
 
     async def read(self, offset: int, length: int) -> bytes:
         s = self.resource.state
-        if s.disk < Disk.UpToDate and self.bitmap.count_bits(offset // 4096,
-                                                             (offset + length - 1) // 4096
-                                                             - offset // 4096 + 1):
-            peer = self.resource.peer
-            data = await peer.remote_read(offset, length) if peer is not None else None
-            if data is None:
-                raise pyfuse3.FUSEError(errno.EIO)
-            self.read_kib += length >> 10
-            return data
-        data = os.pread(self.fd, length, offset)
-        if len(data) < length:        # a sparse file's tail reads short: zeros
-            data += bytes(length - len(data))
+        if self.failed or (s.disk < Disk.UpToDate and self.bitmap.count_bits(
+                offset // 4096, (offset + length - 1) // 4096 - offset // 4096 + 1)):
+            data = await self._read_from_peer(offset, length)
+        else:
+            try:
+                data = os.pread(self.fd, length, offset)
+            except OSError as e:
+                self.io_error("read", e)
+                data = await self._read_from_peer(offset, length)
+            if len(data) < length:        # a sparse file's tail reads short: zeros
+                data += bytes(length - len(data))
         self.read_kib += length >> 10
         return data
 
+    async def _read_from_peer(self, offset: int, length: int) -> bytes:
+        peer = self.resource.peer
+        data = await peer.remote_read(offset, length) if peer is not None else None
+        if data is None:
+            raise pyfuse3.FUSEError(errno.EIO)
+        return data
+
     async def write(self, offset: int, data: bytes | memoryview) -> int:
+        if self.failed:
+            return await self._write_to_peer_only(offset, data)
         t0 = latency.clock()
         length = len(data)
         first, last = Bitmap.extents_of_range(offset, length)
-        await self._al_begin(first, last)
+        try:
+            await self._al_begin(first, last)
+        except OSError as e:
+            self.io_error("activity log", e, meta=True)
+            return await self._write_to_peer_only(offset, data)
         latency.begin()
+        pending, release_al = None, True
         try:
             peer = self.resource.peer
-            pending = None
             if peer is not None and peer.mirroring():
                 pending = peer.submit_write(offset, data)   # queued before the local write:
                 if peer.resync is not None:                 # same order on both disks
                     peer.resync.app_write(offset, length)
-            done = 0
-            view = memoryview(data)
-            t1 = latency.clock()
-            while done < length:
-                done += os.pwrite(self.fd, view[done:], offset + done)
-            latency.local(t1)
-            if pending is None:                  # nobody else has it: out of sync
+                if peer.protocol != "C":    # A, B: the extent stays in the activity log
+                    release_al = False      # until the peer surely has the write
+                    pending.on_retire = lambda: self.al.end_io(first, last)
+            local_ok = self._write_local(offset, data)
+            if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
                 await pending.done.wait()
+            if not local_ok and (pending is None or pending.lost):
+                raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
         finally:
-            self.al.end_io(first, last)
+            if release_al:
+                self.al.end_io(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
+
+    def _write_local(self, offset: int, data: bytes | memoryview) -> bool:
+        """pwrite all of it; False (after on-io-error did its part) if the disk failed."""
+        view, done, length = memoryview(data), 0, len(data)
+        t1 = latency.clock()
+        try:
+            while done < length:
+                done += os.pwrite(self.fd, view[done:], offset + done)
+        except OSError as e:
+            self.io_error("write", e)
+            return False
+        latency.local(t1)
+        return True
+
+    async def _write_to_peer_only(self, offset: int, data: bytes | memoryview) -> int:
+        """No usable local disk (detached after an I/O error): the peer's copy is the data."""
+        peer = self.resource.peer
+        if peer is None or not peer.mirroring() or self.resource.state.pdsk < Disk.UpToDate:
+            raise pyfuse3.FUSEError(errno.EIO)
+        pending = peer.submit_write(offset, data)
+        await pending.done.wait()
+        if pending.lost:
+            raise pyfuse3.FUSEError(errno.EIO)
+        self.written_kib += len(data) >> 10
+        return len(data)
+
+    def io_error(self, where: str, e: OSError, meta: bool = False) -> None:
+        """A read, write or flush of the backing disk failed: apply on-io-error as 8.4 does.
+        pass_on: the disk becomes Inconsistent (the failed blocks are marked); detach and
+        call-local-io-error: the disk goes Failed -> Diskless and I/O continues via an
+        UpToDate peer, if there is one."""
+        res = self.resource
+        policy = self.disk_opts["on-io-error"]
+        if self.failed:
+            return
+        if policy == "pass_on" and not meta:
+            self.log.device(f"Local IO failed in {where}. ({e.strerror or e})")
+            if res.state.disk > Disk.Inconsistent:
+                res.change("device", hard=True, disk=Disk.Inconsistent)
+            return
+        self.failed = True
+        res.change("device", hard=True, disk=Disk.Failed)
+        what = " meta data" if meta else ""
+        self.log.device(f"Local IO{what} failed in {where}. Detaching... ({e.strerror or e})")
+        if policy == "call-local-io-error" and res.nursery is not None:
+            from replicator import handlers
+            res.nursery.start_soon(handlers.call, res, "local-io-error")
+        res.change("device", hard=True, disk=Disk.Diskless)
 
     async def _al_begin(self, first: int, last: int) -> None:
         al = self.al
@@ -123,20 +193,41 @@ class Device:
 
     async def flush(self) -> None:
         peer = self.resource.peer
-        if peer is None or not peer.mirroring():
-            await trio.to_thread.run_sync(os.fdatasync, self.fd)
+        mirrored = peer is not None and peer.mirroring()
+        if self.failed:
+            if not mirrored:
+                raise pyfuse3.FUSEError(errno.EIO)
+            await peer.flush()
+            return
+        if not mirrored:
+            await self._flush_local()
             return
         async with trio.open_nursery() as nursery:   # local and remote flush in parallel
-            nursery.start_soon(trio.to_thread.run_sync, os.fdatasync, self.fd)
+            nursery.start_soon(self._flush_local)
             nursery.start_soon(peer.flush)
 
+    async def _flush_local(self) -> None:
+        try:
+            await trio.to_thread.run_sync(os.fdatasync, self.fd)
+        except OSError as e:
+            # what the failed flush covered is unknown: the peer (if any) has it all
+            self.io_error("flush", e)
+            peer = self.resource.peer
+            if peer is None or not peer.mirroring():
+                raise pyfuse3.FUSEError(errno.EIO) from None
+
     async def discard(self, offset: int, length: int) -> None:
+        if self.failed:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
         await self._al_begin(first, last)
         try:
             peer = self.resource.peer
-            pending = peer.submit_discard(offset, length) if (
-                peer is not None and peer.mirroring()) else None
+            pending = None
+            if peer is not None and peer.mirroring():
+                pending = peer.submit_discard(offset, length)
+                if peer.resync is not None:
+                    peer.resync.app_write(offset, length)
             await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
             if pending is None:
                 self.bitmap.set_range(offset, length)
@@ -213,30 +304,86 @@ class Device:
             uu[0] = U.with_role_bit(uu[0], new.role == Role.Primary)
             self.md.set_uuids(uu)
         if sb.flags != before_flags or list(sb.uuids) != before_uuids:
-            self.md.write_superblock()
+            self.save_superblock()
 
     # -- for the replication side ----------------------------------------------------------
     def backing_size(self) -> int:
         """What this node could offer (its usable data size), for the size handshake."""
         return self.md.data_bytes
 
-    def agree_size(self, peer_size: int) -> None:
-        """The device is the smaller of the two nodes' usable sizes."""
+    def agree_size(self, peer_size: int) -> str:
+        """The device is the smaller of the two nodes' usable sizes. Returns why not, if
+        the peer would shrink a device holding data (8.4 receive_sizes), else ""."""
         agreed = min(self.md.data_bytes, peer_size) if peer_size > 0 else self.md.data_bytes
+        if agreed < self._size and self.resource.state.disk >= Disk.Outdated:
+            return (f"The peer's disk size is too small! ({peer_size // 512} < "
+                    f"{self._size // 512} sectors)")
         if agreed != self._size:
             self.log.device(f"size = {agreed // KIB} KB ({agreed // 512} sectors)")
         self._size = agreed
         if self.md.sb.la_size_sect != agreed // 512:
             self.md.sb.la_size_sect = agreed // 512
-            self.md.write_superblock()
+            self.save_superblock()
+        return ""
+
+    # -- the superblock, written off the event loop ---------------------------------------
+    def save_superblock(self) -> None:
+        """Have the superblock as it is now written soon (DRBD's md_mark_dirty). A
+        worker thread writes it: its fdatasync may flush much dirty data of the backing
+        file, and the event loop must go on answering the peer meanwhile. Without the
+        writer task (not started yet) it is written right here."""
+        if self.failed:
+            return
+        if self._sb_writer is None:
+            try:
+                self.md.write_superblock()
+            except OSError as e:
+                self.io_error("superblock write", e, meta=True)
+            return
+        self._sb_version += 1
+        self._sb_wanted.set()
+
+    async def superblock_writer(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Write the newest superblock whenever it changed, one write at a time."""
+        with trio.CancelScope() as scope:
+            self._sb_writer = scope
+            task_status.started()
+            while True:
+                await self._sb_wanted.wait()
+                self._sb_wanted = trio.Event()
+                version, image = self._sb_version, self.md.superblock_image()
+                try:
+                    await trio.to_thread.run_sync(self.md.write_superblock_image, image)
+                except OSError as e:
+                    self.io_error("superblock write", e, meta=True)
+                self._sb_written = version
+                self._sb_progress.set()
+                self._sb_progress = trio.Event()
+
+    async def superblock_synced(self) -> None:
+        """Wait until every superblock change so far is on disk (or the disk failed)."""
+        target = self._sb_version
+        while self._sb_writer is not None and self._sb_written < target and not self.failed:
+            await self._sb_progress.wait()
+
+    def stop_superblock_writer(self) -> None:
+        if self._sb_writer is not None:
+            self._sb_writer.cancel()
+            self._sb_writer = None
 
     def crashed_primary(self) -> bool:
         return self.md.sb.has(MDF.CRASHED_PRIMARY)
 
+    def handshake_done(self) -> None:
+        """The peer knows now whether this node crashed as Primary: forget it."""
+        if self.crashed_primary():
+            self.md.set_flag(MDF.CRASHED_PRIMARY, False)
+            self.save_superblock()
+
     def set_uuids(self, uuids: list[int], notify: bool = True) -> None:
         """Store new generation UUIDs durably and (unless told not to) tell the peer."""
         self.md.set_uuids(list(uuids))
-        self.md.write_superblock()
+        self.save_superblock()
         peer = self.resource.peer
         if notify and peer is not None:
             peer.send_uuids()
@@ -253,7 +400,18 @@ class Device:
             self.log.device(f"new current UUID {U.fmt(uu)}")
 
     def flush_bitmap(self) -> None:
-        self.bm_writes += self.md.flush_bitmap()
+        """Write the changed bitmap pages (runs in a worker thread)."""
+        if self.failed:
+            return
+        try:
+            if self.md.backing is not None and self.md.backing is not self.md.mddev:
+                os.fdatasync(self.fd)   # external meta: data first, then the cleared bits
+            self.bm_writes += self.md.flush_bitmap()
+        except OSError as e:
+            try:
+                trio.from_thread.run_sync(self.io_error, "bitmap write", e, True)
+            except RuntimeError:              # called from the event loop itself
+                self.io_error("bitmap write", e, True)
 
     def statistics(self) -> dict:
         return {
@@ -326,6 +484,7 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
     disk_state, pdsk = _initial_disk_state(md, dev.fencing)
     res.device = dev
+    await daemon.nursery.start(dev.superblock_writer)
     res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
     await daemon.nursery.start(_serve_fuse, daemon, dev)
 
@@ -360,10 +519,13 @@ async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
     if dev.fuse_scope is not None:
         dev.fuse_scope.cancel()
         await dev.fuse_done.wait()
-    res.change("device", hard=True, disk=Disk.Failed)
+    if not dev.failed:
+        res.change("device", hard=True, disk=Disk.Failed)
+    await dev.superblock_synced()
+    dev.stop_superblock_writer()
     try:
-        await trio.to_thread.run_sync(dev.md.detach)
-    except MetadataError as e:
+        await trio.to_thread.run_sync(dev.md.close if dev.failed else dev.md.detach)
+    except (MetadataError, OSError) as e:
         res.log.device(f"detach: {e}")
     res.device = None
     res.change("device", hard=True, disk=Disk.Diskless)

@@ -29,6 +29,7 @@ class Resource:
         self.net: dict[str, Any] | None = None   # connect options (issue: replication)
         self.resource_options: dict[str, Any] = {}
         self.listeners: list[Listener] = []
+        self.nursery = None           # the daemon's, for work started by events
         self.state_changed_at = time.monotonic()
 
     # -- state machine -------------------------------------------------------------------

@@ -129,6 +129,7 @@ class Resync:
             set_paused(self.peer, peer_side=True, paused=b["what"] == "pause")
             return True
         if t == Msg.RS_DONE and self.source:
+            await self._sync_data()
             self._finish_source(b)
             return True
         return False
@@ -157,7 +158,7 @@ class Resync:
         off, length = int(b["off"]), int(b["len"])
         if length <= 0 or length > REQUEST_MAX or off < 0 or off + length > self.dev.size():
             raise ProtocolError(f"resync request {off}+{length} out of range")
-        data = os.pread(self.dev.fd, length, off)
+        data = self._disk_io("resync read", os.pread, self.dev.fd, length, off)
         if len(data) < length:
             data += bytes(length - len(data))
         alg = self.peer.opts["csums-alg"]
@@ -174,8 +175,37 @@ class Resync:
         self._log_done()
         self.peer.resync = None
         self.res.change("device", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
-        self.dev.bitmap.clear_all()
+        self._clear_beyond_size()
+        left = self.dev.bitmap.count()
+        if left:        # writes the peer refused meanwhile: they go at the next resync
+            self.dev.log.device(f"{left} bits still out of sync after the resync")
         self.stop()
+
+    async def _sync_data(self) -> None:
+        """Before the generation UUIDs say "resync done": the data on stable storage, off
+        the event loop (after a resync much may be dirty; the superblock write that
+        follows would otherwise flush it all while pings go unanswered)."""
+        try:
+            await trio.to_thread.run_sync(os.fdatasync, self.dev.fd)
+        except OSError as e:
+            self._disk_failed("resync flush", e)
+
+    def _clear_beyond_size(self) -> None:
+        """Bits past the agreed size (this disk is larger than the peer's) mean nothing."""
+        bm, first = self.dev.bitmap, -(-self.dev.size() // 4096)
+        bm.clear_bits(first, bm.nbits - first)
+
+    def _disk_io(self, where: str, call: Any, *args: Any) -> Any:
+        """A backing disk read or write for the resync; a failing disk ends the resync."""
+        try:
+            return call(*args)
+        except OSError as e:
+            self._disk_failed(where, e)
+
+    def _disk_failed(self, where: str, e: OSError) -> None:
+        self.dev.io_error(where, e, meta=True)
+        from replicator.peer import SessionEnd
+        raise SessionEnd(Conn.NetworkFailure) from None
 
     # -- target --------------------------------------------------------------------------------
     def _start_target(self) -> None:
@@ -240,6 +270,7 @@ class Resync:
                 self.inflight_bytes += length
                 self.peer.send(Msg.RS_REQUEST, body)
                 budget -= length
+            await self._sync_data()
             self._finish_target()
 
     async def _wait(self) -> None:
@@ -260,7 +291,8 @@ class Resync:
         if not entry[1]:
             done = 0
             while done < len(data):
-                done += os.pwrite(self.dev.fd, data[done:], off + done)
+                done += self._disk_io("resync write", os.pwrite, self.dev.fd, data[done:],
+                                      off + done)
             self.transferred += len(data)
             self.peer.nr_kib += len(data) >> 10
         self._complete(off, len(data), None)
@@ -285,6 +317,7 @@ class Resync:
 
     def _finish_target(self) -> None:
         self.done_flag = True
+        self._clear_beyond_size()
         self.dev.set_uuids(U.resync_finished_target(self.dev.md.uuids, self.peer.peer_uuids,
                                                      self.dev.is_primary()))
         self.peer.send(Msg.RS_DONE, {"uuids": self.dev.md.uuids})

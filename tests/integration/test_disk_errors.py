@@ -1,0 +1,175 @@
+"""A backing disk that starts failing: on-io-error as DRBD 8.4 applies it, nothing lost.
+
+The failing disk is tests/integration/faultydisk.py: the node's backing file served by a
+small FUSE filesystem that answers EIO on command.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.faultydisk import FaultyDisk
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
+from tests.integration.test_durability import BLOCK, Writer, block_for, verify_on
+
+
+def faulty_cluster(tmp_path: Path, node: str, conf: str = WALKTHROUGH_CONF) -> tuple[Cluster, FaultyDisk]:
+    """The walk-through's two nodes; ``node``'s backing disk goes through a FaultyDisk."""
+    c = Cluster(tmp_path, conf_template=conf)
+    n = c.node1 if node == "node1" else c.node2
+    disk = FaultyDisk(n.disk, n.base / "faulty").start()
+    c.config.write_text(c.config.read_text().replace(f"disk {n.disk};", f"disk {disk.path};"))
+    return c, disk
+
+
+def in_log(n: Node, text: str) -> bool:
+    return any(text in m for m in n.log_messages())
+
+
+def write_blocks(n: Node, seed: bytes, offsets: list[int]) -> None:
+    fd = os.open(n.device, os.O_RDWR)
+    try:
+        for off in offsets:
+            os.pwrite(fd, block_for(seed, off), off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(tmp_path: Path):
+    c, disk = faulty_cluster(tmp_path, "node2")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        size = n1.snapshot()["size_kib"] * 1024
+        seed = os.urandom(8)
+        disk.fail("write")
+        w = Writer(n1.device, size, seed, limit=500)
+        w.run()
+        assert w.error is None                   # the Primary's writes never fail
+        n2.wait_for(lambda s: s["disk"] == "Diskless", what="node2 detached")
+        assert in_log(n2, "Local IO failed in write. Detaching...")
+        assert in_log(n2, "disk( UpToDate -> Failed )")
+        snap = n1.wait_for(lambda s: s["pdsk"] == "Diskless", what="pdsk Diskless")
+        assert snap["oos_kib"] >= 4 * 500        # everything since is tracked on node1
+        assert in_log(n1, "new current UUID")
+        # the disk is replaced (healed) and brought back: a resync, then identical data
+        disk.heal()
+        n2.drbdadm("down", "r0")
+        n2.drbdadm("up", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="resynced")
+        n1.drbdadm("secondary", "r0")
+        n1.drbdadm("down", "r0")
+        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="node1 gone")
+        n2.drbdadm("primary", "r0")
+        assert verify_on(n2, seed, w.acked) == []
+    finally:
+        c.cleanup()
+        disk.stop()
+
+
+def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
+    c, disk = faulty_cluster(tmp_path, "node1")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        offsets = [i * 7 * BLOCK for i in range(64)]
+        disk.fail("write")
+        disk.fail("read")
+        write_blocks(n1, seed, offsets)          # no error reaches the application
+        snap = n1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+        assert snap["role"] == "Primary" and snap["pdsk"] == "UpToDate"
+        assert any(m.startswith("block drbd0: Local IO") and "Detaching..." in m
+                   for m in n1.log_messages())    # the data or the activity log write failed
+        assert verify_on(n1, seed, offsets) == []   # reads come from node2 now
+        assert n2.snapshot()["oos_kib"] > 0          # node2 tracks what node1's disk lacks
+        assert in_log(n2, "new current UUID")
+    finally:
+        c.cleanup()
+        disk.stop()
+
+
+def test_peer_flush_failure_marks_recent_extents_out_of_sync(tmp_path: Path):
+    c, disk = faulty_cluster(tmp_path, "node2")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        disk.fail("fsync")
+        write_blocks(n1, seed, [0, 64 << 20])   # two extents, then fsync
+        n2.wait_for(lambda s: s["disk"] == "Diskless", what="node2 detached")
+        assert in_log(n2, "Local IO failed in flush. Detaching...")
+        assert in_log(n1, "peer failed to flush;")
+        # at least the two extents just written (4 MiB each) are to be resent
+        assert n1.snapshot()["oos_kib"] >= 2 * 4096
+    finally:
+        c.cleanup()
+        disk.stop()
+
+
+@pytest.mark.parametrize("policy", ["pass_on", "detach", "call-local-io-error"])
+def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: str):
+    handler = f'handlers {{{{ local-io-error "touch {tmp_path}/called"; }}}}\n'
+    conf = WALKTHROUGH_CONF.replace(
+        "startup {{", f"disk {{{{ on-io-error {policy}; }}}}\n{handler}startup {{{{")
+    c, disk = faulty_cluster(tmp_path, "node1", conf)
+    try:
+        n1 = c.node1
+        n1.drbdadm("create-md", "r0")
+        n1.drbdadm("up", "r0")
+        n1.drbdadm("primary", "--force", "r0")
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, b"y" * BLOCK, 0)        # the extent is in the activity log now
+            disk.fail("write", 0, 1 << 20)        # the data area's first MiB goes bad
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"x" * BLOCK, 0)    # no peer has it either
+            assert e.value.errno == 5
+        finally:
+            os.close(fd)
+        if policy == "pass_on":                   # the disk stays, the block is marked
+            n1.wait_for(lambda s: s["disk"] == "Inconsistent", what="Inconsistent")
+            assert in_log(n1, "Local IO failed in write. (")
+            assert n1.snapshot()["oos_kib"] == 4
+        else:
+            n1.wait_for(lambda s: s["disk"] == "Diskless", what="Diskless")
+            assert in_log(n1, "Local IO failed in write. Detaching...")
+        done = "helper command: drbdadm local-io-error minor-0 exit code 0 (0x0)"
+        if policy == "call-local-io-error":
+            n1.wait_for(lambda s: in_log(n1, done), what="the local-io-error handler")
+            assert (tmp_path / "called").exists()
+        else:
+            assert not in_log(n1, "local-io-error") and not (tmp_path / "called").exists()
+    finally:
+        c.cleanup()
+        disk.stop()
+
+
+def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path):
+    fast_ping = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;", "cram-hmac-alg sha1; ping-int 1; "
+                                         "ping-timeout 5;")
+    c, disk = faulty_cluster(tmp_path, "node2", fast_ping)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        seen = {n.name: len(n.log_messages()) for n in c.nodes}
+        disk.slow("fsync", 2.5)                  # five ping timeouts long
+        # ends with an fsync: node2 flushes for 2.5 s and must go on answering pings (no
+        # more writes meanwhile: a FUSE file, unlike a disk, locks out writes during fsync)
+        write_blocks(n1, seed, [0, BLOCK])
+        assert in_sync(n1.snapshot())
+        for n in c.nodes:
+            since = n.log_messages()[seen[n.name]:]
+            assert not any("PingAck" in m or "conn(" in m for m in since), since
+    finally:
+        c.cleanup()
+        disk.stop()
