@@ -191,5 +191,7 @@ register(variant("fuseblk-t256", Fuseblk, "--inline-max", "262144",
                  description="fuseblk, pread/pwrite > 256 KiB in the engine's thread pool"))
 register(variant("fuseblk-splice", Fuseblk, "--splice-read",
                  description="fuseblk with libfuse's splice receive"))
+register(variant("fuseblk-slowwait", Fuseblk, "--no-fast-wait",
+                 description="fuseblk waiting for each request through pyfuse3's trio wait"))
 register(variant("fuseblk-bg64", Fuseblk, "--max-background", "64",
                  description="fuseblk with max_background=64"))

@@ -28,6 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-tasks", type=int, default=2)
     p.add_argument("--max-tasks", type=int, default=64)
     p.add_argument("--splice-read", action="store_true")
+    p.add_argument("--no-fast-wait", dest="fast_wait", action="store_false",
+                   help="wait for every request through pyfuse3's own trio wait")
     p.add_argument("--debug", action="store_true", help="libfuse debug output")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -40,6 +42,7 @@ async def run(args: argparse.Namespace) -> None:
             async with trio.open_nursery() as nursery:
                 async def serve_then_stop(task_status=trio.TASK_STATUS_IGNORED):
                     await serve(args.mountpoint, engine, direct_io=args.direct_io,
+                                fast_wait=args.fast_wait,
                                 max_background=args.max_background, min_tasks=args.min_tasks,
                                 max_tasks=args.max_tasks, splice_read=args.splice_read,
                                 debug=args.debug, task_status=task_status)

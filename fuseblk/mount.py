@@ -117,7 +117,7 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
                 min_tasks: int = 2, max_tasks: int = 64,
                 max_background: Optional[int] = None, splice_read: bool = False,
                 allow_other: bool = True, mode: int = 0o660, debug: bool = False,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
+                fast_wait: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Mount ``engine`` as the regular file ``mountpoint`` and serve it until cancelled.
 
     Creates ``mountpoint`` if missing (and removes it again after unmounting). Use with
@@ -128,6 +128,8 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
     ``min_tasks``/``max_tasks``: pyfuse3 worker tasks. A task reads the next request while
     others wait in the engine, so ``max_tasks`` bounds the requests in flight (the kernel's
     ``max_background``, default 12, bounds the asynchronous ones; raising it measured no gain).
+    ``fast_wait`` (default on): take waiting requests without a trio round trip, see
+    :func:`_lowlevel.install_fast_wait`.
     ``direct_io`` (default on): open with FOPEN_DIRECT_IO, see BlockOps. ``splice_read``: let libfuse receive through a pipe
     (measured slower here; off).
     """
@@ -159,6 +161,11 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
         except Exception as exc:  # noqa: BLE001
             log.warning("FUSE fallocate/INIT hook not installed (%s): discard unsupported, "
                         "default connection settings", exc)
+        if fast_wait:
+            try:
+                _lowlevel.install_fast_wait()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("FUSE fast request path not installed (%s)", exc)
         log.info("%s: mounted (%d bytes)", mountpoint, engine.size())
         async with trio.open_nursery() as nursery:
             ops.set_nursery(nursery)
@@ -171,6 +178,7 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
         log.info("%s: unmounted from outside", mountpoint)
     finally:
         _serving = None
+        _lowlevel.remove_fast_wait()
         if mounted:
             try:
                 pyfuse3.close(unmount=True)

@@ -26,6 +26,7 @@ from replicator import uuids as U
 from replicator.states import Conn, Disk, Role, State, StateError
 
 KIB = 1024
+INLINE_FLUSH_MAX = 256 << 10      # bytes written since the last flush: see _flush_local
 
 
 class AttachError(Exception):
@@ -58,6 +59,7 @@ class Device:
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
         self.open_count = 0
+        self.unflushed = 0                    # bytes written since the last flush began
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
         self.fuse_scope: trio.CancelScope | None = None
@@ -118,6 +120,7 @@ class Device:
                     release_al = False      # until the peer surely has the write
                     pending.on_retire = lambda: self.al.end_io(first, last)
             local_ok = self._write_local(offset, data)
+            self.unflushed += length
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
@@ -200,15 +203,22 @@ class Device:
             await peer.flush()
             return
         if not mirrored:
-            await self._flush_local()
+            await self._flush_local(inline_ok=True)
             return
         async with trio.open_nursery() as nursery:   # local and remote flush in parallel
             nursery.start_soon(self._flush_local)
             nursery.start_soon(peer.flush)
 
-    async def _flush_local(self) -> None:
+    async def _flush_local(self, inline_ok: bool = False) -> None:
+        """fdatasync the backing disk. In a worker thread, unless nothing but a little
+        of our own writing can be dirty (no peer, so nobody else writes here and nobody
+        waits for this loop): then the thread round trip would cost more than the sync."""
+        dirty, self.unflushed = self.unflushed, 0
         try:
-            await trio.to_thread.run_sync(os.fdatasync, self.fd)
+            if inline_ok and dirty <= INLINE_FLUSH_MAX:
+                os.fdatasync(self.fd)
+            else:
+                await trio.to_thread.run_sync(os.fdatasync, self.fd)
         except OSError as e:
             # what the failed flush covered is unknown: the peer (if any) has it all
             self.io_error("flush", e)

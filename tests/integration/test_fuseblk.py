@@ -159,6 +159,7 @@ def test_mount_is_one_regular_file_of_engine_size(server):
     with open("/proc/self/mounts") as f:
         line = next(l for l in f if l.split()[1] == str(server.mount))
     assert line.split()[0] == "udrbd"
+    assert "not installed" not in server.log.read_text()   # fallocate hook and fast wait
 
 
 def test_mountpoint_created_and_removed_again(server):
