@@ -212,9 +212,14 @@ def install_fast_wait() -> None:
     ``wait_readable``: two scheduler passes and epoll calls per request, about a third of
     the time a 4 KiB request costs here). Its session loop looks that function up in the
     module's globals on every request, so a replacement takes effect: a zero-timeout poll()
-    first, and only when nothing is waiting (or after FAST_STREAK requests in a row, so the
-    other trio tasks still run) pyfuse3's own wait. Nothing yields between the poll and
-    pyfuse3's read, so no other task can take the request in between.
+    first, and pyfuse3's own wait only when nothing is waiting (or after FAST_STREAK
+    requests in a row, so that the other trio tasks still run).
+
+    The rule that keeps this safe: True is only ever returned right after a poll() found
+    the device readable, with no yield in between, so pyfuse3's blocking read that follows
+    always has a request to read. A task that pyfuse3's wait woke up may find the request
+    already taken by a task on the fast path; it polls, sees nothing, and waits again
+    (reading would block the whole event loop: a deadlock).
     """
     original = getattr(pyfuse3, "_wait_fuse_readable", None)
     if original is None or getattr(original, "udrbd_fast", False):
@@ -232,7 +237,11 @@ def install_fast_wait() -> None:
             streak += 1
             return True
         streak = 0
-        return await original()
+        while True:
+            if not await original():
+                return False                  # the session is ending
+            if poller.poll(0):                # (POLLERR/POLLHUP too: the read reports them)
+                return True
 
     wait_fuse_readable.udrbd_fast = True  # type: ignore[attr-defined]
     wait_fuse_readable.original = original  # type: ignore[attr-defined]

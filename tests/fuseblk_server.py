@@ -74,7 +74,7 @@ class RecordingEngine:
 
 
 async def run(args: argparse.Namespace) -> None:
-    inner = FileEngine(args.image)
+    inner = FileEngine(args.image, inline_max=args.inline_max)
     engine = RecordingEngine(inner, args.events, args)
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -104,6 +104,8 @@ def main() -> int:
     p.add_argument("--fuseerror-at", type=int, default=None, help="FUSEError(EROFS) here")
     p.add_argument("--refuse-writable", type=int, default=0, help="errno for writable opens")
     p.add_argument("--page-cache", action="store_true")
+    p.add_argument("--inline-max", type=int, default=None,
+                   help="pread/pwrite larger than this in threads (0: all)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")

@@ -10,11 +10,13 @@ import contextlib
 import errno
 import hashlib
 import os
+import random
 import select
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -427,3 +429,35 @@ def test_killed_server_leaves_stale_mount_that_next_server_replaces(server_facto
     assert os.stat(s.mount).st_size == SIZE
     assert s.stop() == 0
     assert not is_fuse_mount(str(s.mount))
+
+
+def test_concurrent_requests_with_slow_handlers_never_hang(server_factory):
+    """Handlers that wait in threads while new requests arrive: the fast request path must
+    never leave a worker reading /dev/fuse after another took the request (that read would
+    block the server's only thread: every request in flight would hang)."""
+    server = server_factory("--inline-max", "0")       # every pread/pwrite in a thread
+    errors: list[BaseException] = []
+
+    def hammer(seed: int) -> None:
+        rnd = random.Random(seed)
+        fd = os.open(server.mount, os.O_RDWR)
+        try:
+            for _ in range(1500):
+                off = rnd.randrange(SIZE // 4096) * 4096
+                if rnd.random() < 0.5:
+                    os.pwrite(fd, bytes([seed]) * 4096, off)
+                else:
+                    os.pread(fd, 4096, off)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "requests hung"
+    assert errors == []
