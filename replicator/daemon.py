@@ -47,15 +47,17 @@ class Daemon:
                 if cmd == "events":
                     await commands.stream_events(self, stream, args)
                     return
+                dev = self.resource.device
+                before = dev.superblock_version() if dev is not None else None
                 try:
                     reply = await commands.dispatch(self, str(cmd), dict(args))
                 except Exception as e:  # a bug must not take the daemon down
                     self.log.resource_line(f"internal error in {cmd}: {e!r}")
                     traceback.print_exc()
                     reply = {"rc": 20, "out": "", "err": f"{self.name}: internal error: {e}"}
-                dev = self.resource.device
-                if dev is not None:            # what a command changed is on disk when it
-                    await dev.superblock_synced()   # returns, as drbd_md_sync() makes it
+                dev = self.resource.device      # what a command changed is on disk when it
+                if dev is not None and dev.superblock_version() != before:   # returns, as
+                    await dev.superblock_synced()                            # drbd_md_sync()
                 try:
                     await stream.send_all(control.encode(reply))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

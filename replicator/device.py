@@ -18,6 +18,7 @@ import pyfuse3
 import trio
 
 from fuseblk.file_engine import punch_hole
+from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata
 from meta.superblock import MDF
@@ -62,6 +63,7 @@ class Device:
         self.unflushed = 0                    # bytes written since the last flush began
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
+        self._al_released = trio.Event()      # set whenever extents are released
         self.fuse_scope: trio.CancelScope | None = None
         self.fuse_done = trio.Event()
         # counters (KiB unless said otherwise), as /proc/drbd and status --statistics show
@@ -118,7 +120,7 @@ class Device:
                     peer.resync.app_write(offset, length)
                 if peer.protocol != "C":    # A, B: the extent stays in the activity log
                     release_al = False      # until the peer surely has the write
-                    pending.on_retire = lambda: self.al.end_io(first, last)
+                    pending.on_retire = lambda: self._al_end(first, last)
             local_ok = self._write_local(offset, data)
             self.unflushed += length
             if pending is None or not local_ok:         # a copy is missing somewhere
@@ -129,7 +131,7 @@ class Device:
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
         finally:
             if release_al:
-                self.al.end_io(first, last)
+                self._al_end(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
@@ -181,35 +183,61 @@ class Device:
             from replicator import handlers
             res.nursery.start_soon(handlers.call, res, "local-io-error")
         res.change("device", hard=True, disk=Disk.Diskless)
+        if res.peer is not None:
+            res.peer.abort_sync()
 
     async def _al_begin(self, first: int, last: int) -> None:
         al = self.al
         if not self.al_busy and not al.needs_transaction(first, last):
             al.begin_io(first, last)          # hot: no disk I/O, no waiting
             return
-        self.al_busy += 1
-        try:
-            written = await trio.to_thread.run_sync(al.begin_io, first, last)
-        finally:
-            self.al_busy -= 1
+        while True:
+            self.al_busy += 1
+            try:
+                written = await trio.to_thread.run_sync(al.begin_io, first, last)
+                break
+            except ActivityLogBusy:           # every slot pinned by I/O in flight: wait
+                peer = self.resource.peer     # for one (A/B: the barrier ack frees them)
+                if peer is not None:
+                    peer.barrier_now()
+                await self._al_released.wait()
+            finally:
+                self.al_busy -= 1
         self.al_writes += written
 
+    def _al_end(self, first: int, last: int) -> None:
+        self.al.end_io(first, last)
+        self._al_released.set()
+        self._al_released = trio.Event()
+
     async def flush(self) -> None:
+        """fsync: the local disk and the peer's, in parallel; EIO if neither has it all on
+        stable storage. New generation UUIDs reach the disk first."""
+        await self.superblock_synced()
         peer = self.resource.peer
         mirrored = peer is not None and peer.mirroring()
         if self.failed:
-            if not mirrored:
+            if not (mirrored and await peer.flush()):
                 raise pyfuse3.FUSEError(errno.EIO)
-            await peer.flush()
             return
         if not mirrored:
-            await self._flush_local(inline_ok=True)
+            if not await self._flush_local(inline_ok=True):
+                raise pyfuse3.FUSEError(errno.EIO)
             return
-        async with trio.open_nursery() as nursery:   # local and remote flush in parallel
-            nursery.start_soon(self._flush_local)
-            nursery.start_soon(peer.flush)
+        done: dict[str, bool] = {}
 
-    async def _flush_local(self, inline_ok: bool = False) -> None:
+        async def remote() -> None:
+            done["peer"] = await peer.flush()
+
+        async def local() -> None:
+            done["local"] = await self._flush_local()
+        async with trio.open_nursery() as nursery:   # local and remote flush in parallel
+            nursery.start_soon(local)
+            nursery.start_soon(remote)
+        if not (done["local"] or done["peer"]):
+            raise pyfuse3.FUSEError(errno.EIO)
+
+    async def _flush_local(self, inline_ok: bool = False) -> bool:
         """fdatasync the backing disk. In a worker thread, unless nothing but a little
         of our own writing can be dirty (no peer, so nobody else writes here and nobody
         waits for this loop): then the thread round trip would cost more than the sync."""
@@ -220,11 +248,9 @@ class Device:
             else:
                 await trio.to_thread.run_sync(os.fdatasync, self.fd)
         except OSError as e:
-            # what the failed flush covered is unknown: the peer (if any) has it all
-            self.io_error("flush", e)
-            peer = self.resource.peer
-            if peer is None or not peer.mirroring():
-                raise pyfuse3.FUSEError(errno.EIO) from None
+            self.io_error("flush", e)       # what it covered is unknown: the peer has it
+            return False
+        return True
 
     async def discard(self, offset: int, length: int) -> None:
         if self.failed:
@@ -244,7 +270,7 @@ class Device:
             else:
                 await pending.done.wait()
         finally:
-            self.al.end_io(first, last)
+            self._al_end(first, last)
 
     def may_open(self, writable: bool) -> int:
         s = self.resource.state
@@ -361,14 +387,20 @@ class Device:
             while True:
                 await self._sb_wanted.wait()
                 self._sb_wanted = trio.Event()
-                version, image = self._sb_version, self.md.superblock_image()
+                version = self._sb_version
                 try:
+                    image = self.md.superblock_image()
                     await trio.to_thread.run_sync(self.md.write_superblock_image, image)
                 except OSError as e:
                     self.io_error("superblock write", e, meta=True)
+                except MetadataError as e:        # refused to write an invalid one
+                    self.log.device(str(e))
                 self._sb_written = version
                 self._sb_progress.set()
                 self._sb_progress = trio.Event()
+
+    def superblock_version(self) -> int:
+        return self._sb_version
 
     async def superblock_synced(self) -> None:
         """Wait until every superblock change so far is on disk (or the disk failed)."""
@@ -529,6 +561,9 @@ async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
     if dev.fuse_scope is not None:
         dev.fuse_scope.cancel()
         await dev.fuse_done.wait()
+    peer = res.peer
+    if peer is not None and peer.tl:        # A/B: the peer confirms all before the AL goes
+        await peer.flush()
     if not dev.failed:
         res.change("device", hard=True, disk=Disk.Failed)
     await dev.superblock_synced()

@@ -82,6 +82,7 @@ class Peer:
         self.acked_upto = 0
         self.since_barrier = 0
         self.flushes: dict[int, trio.Event] = {}
+        self.flush_ok: dict[int, bool] = {}   # answered sync flushes: did the peer's succeed
         self.flush_id = 0
         self.peer_uuids: list[int] = [0, 0, 0, 0]
         self.peer_params: dict = {}
@@ -123,8 +124,10 @@ class Peer:
                 res.change("resource", hard=True, conn=Conn.WFConnection)
             try:
                 link = await self.connector.establish()
-            except OSError as e:              # e.g. out of file descriptors: try again later
-                self.log.resource_line(f"connect failed: {e.strerror or e}")
+            except (OSError, ExceptionGroup) as e:   # e.g. out of file descriptors
+                if isinstance(e, ExceptionGroup) and e.split(OSError)[1] is not None:
+                    raise
+                self.log.resource_line(f"connect failed: {e}; retrying")
                 await trio.sleep(self.opts["connect-int"])
                 continue
             self.log.resource_line("Handshake successful: Agreed network protocol version 1")
@@ -328,7 +331,7 @@ class Peer:
         dev = self.dev
         res = self.res
         self.peer_uuids = list(p["uuids"])
-        if dev is None or dev.failed:     # udrbd: a diskless node does not connect
+        if self._usable_disk() is None or dev.failed:   # udrbd: a diskless node does not connect
             self.log.device("no local disk to connect with")
             raise SessionEnd(Conn.Disconnecting, retry=False)
         refused = dev.agree_size(int(p["size"]))
@@ -521,6 +524,7 @@ class Peer:
         if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
             dev.bitmap.set_range(off, len(data))       # only copy, its peer will need it
         dev.written_kib += len(data) >> 10
+        dev.unflushed += len(data)
         self.nr_kib += len(data) >> 10
         if self.resync is not None:
             self.resync.app_write(off, len(data))
@@ -577,8 +581,8 @@ class Peer:
         """Answer FLUSH barriers in order, off the frame loop: an fdatasync of a busy disk
         can take seconds, and the frame loop must go on answering pings meanwhile."""
         async for fid, upto, sync in requests:
-            ok = True
             dev = self._usable_disk()
+            ok = dev is not None or not sync
             if sync and dev is not None:
                 try:
                     await trio.to_thread.run_sync(os.fdatasync, dev.fd)
@@ -596,7 +600,10 @@ class Peer:
                 self.dev.bitmap.set_bits(*self.dev.bitmap.extent_bits(extent))
             self.log.device(f"peer failed to flush; {len(hot)} active extents marked out of sync")
         self._retire_upto(int(b["upto"]))
-        ev = self.flushes.pop(int(b["id"]), None)
+        fid = int(b["id"])
+        ev = self.flushes.pop(fid, None)
+        if fid in self.flush_ok:
+            self.flush_ok[fid] = bool(b.get("ok", True))
         if ev is not None:
             ev.set()
 
@@ -639,10 +646,22 @@ class Peer:
         lost_peer_disk = (res.state.pdsk in (Disk.Inconsistent, Disk.Consistent, Disk.UpToDate)
                           and disk < Disk.Inconsistent)
         res.change("device", hard=True, peer=role, pdsk=disk)
+        if disk < Disk.Inconsistent:
+            self.abort_sync()
         if lost_peer_disk and Role.Primary in (res.state.role, role) and self.dev is not None:
             self.dev.new_current_uuid_if_needed()   # 8.4: lost contact to peer's data
         if self.resync is None and res.state.conn == Conn.Connected:
             resync.maybe_start_after_state(self)
+
+    def abort_sync(self) -> None:
+        """A disk failed (here or there): no resync or verify can go on; stay Connected."""
+        busy = self.resync is not None or self.verify is not None
+        for job in (self.resync, self.verify):
+            if job is not None:
+                job.stop()
+        self.resync = self.verify = None
+        if busy and self.res.state.conn > Conn.Connected:
+            self.res.change("device", hard=True, conn=Conn.Connected)
 
     def state_changed(self, old, new) -> None:
         """Tell the peer when my role or disk changed (called for every state change)."""
@@ -703,15 +722,25 @@ class Peer:
         for seq in [s for s in self.tl if s <= upto]:
             self.tl.pop(seq).retire()
 
-    async def flush(self) -> None:
-        """Round trip that returns once the peer has everything before it on stable storage."""
+    async def flush(self) -> bool:
+        """Round trip that returns once the peer has everything before it on stable
+        storage: True if it has, False if it could not say so (no connection, the link
+        dropped, its flush failed)."""
         if not self.mirroring():
-            return
+            return False
         try:
             ev = self._barrier(sync=True)
         except LinkClosed:
-            return
+            return False
+        fid = self.flush_id
+        self.flush_ok[fid] = False            # until the peer says otherwise
         await ev.wait()
+        return self.flush_ok.pop(fid, False)
+
+    def barrier_now(self) -> None:
+        """Protocols A/B: ask for the barrier ack now (it releases activity log extents)."""
+        if self.protocol != "C" and self.tl and self.link is not None and not self.link.closed:
+            self._barrier(sync=False)
 
     async def remote_read(self, offset: int, length: int) -> bytes | None:
         """Read a block the local disk does not have yet (SyncTarget Primary); None if the

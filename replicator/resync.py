@@ -129,8 +129,7 @@ class Resync:
             set_paused(self.peer, peer_side=True, paused=b["what"] == "pause")
             return True
         if t == Msg.RS_DONE and self.source:
-            await self._sync_data()
-            self._finish_source(b)
+            self._finish_source(b)          # (the resync changed no data here)
             return True
         return False
 
@@ -265,7 +264,8 @@ class Resync:
                     await self._wait()
                 body: dict = {"off": off, "len": length}
                 if alg:
-                    body["digest"] = digest(alg, os.pread(self.dev.fd, length, off))
+                    body["digest"] = digest(alg, self._disk_io("csums read", os.pread,
+                                                               self.dev.fd, length, off))
                 self.inflight[off] = [length, False]
                 self.inflight_bytes += length
                 self.peer.send(Msg.RS_REQUEST, body)
@@ -294,6 +294,7 @@ class Resync:
                 done += self._disk_io("resync write", os.pwrite, self.dev.fd, data[done:],
                                       off + done)
             self.transferred += len(data)
+            self.dev.unflushed += len(data)
             self.peer.nr_kib += len(data) >> 10
         self._complete(off, len(data), None)
 

@@ -5,6 +5,7 @@ small FUSE filesystem that answers EIO on command.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.integration.faultydisk import FaultyDisk
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
-from tests.integration.test_durability import BLOCK, Writer, block_for, verify_on
+from tests.integration.test_durability import SLOW_SYNC, BLOCK, Writer, block_for, verify_on
 
 
 def faulty_cluster(tmp_path: Path, node: str, conf: str = WALKTHROUGH_CONF) -> tuple[Cluster, FaultyDisk]:
@@ -134,10 +135,16 @@ def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: 
             assert e.value.errno == 5
         finally:
             os.close(fd)
-        if policy == "pass_on":                   # the disk stays, the block is marked
+        if policy == "pass_on":                   # the disk stays, Inconsistent
             n1.wait_for(lambda s: s["disk"] == "Inconsistent", what="Inconsistent")
             assert in_log(n1, "Local IO failed in write. (")
-            assert n1.snapshot()["oos_kib"] == 4
+            with pytest.raises(OSError) as e:     # and what it holds is not served
+                fd = os.open(n1.device, os.O_RDONLY)
+                try:
+                    os.pread(fd, BLOCK, 0)
+                finally:
+                    os.close(fd)
+            assert e.value.errno in (errno.EIO, errno.ENODATA)
         else:
             n1.wait_for(lambda s: s["disk"] == "Diskless", what="Diskless")
             assert in_log(n1, "Local IO failed in write. Detaching...")
@@ -170,6 +177,31 @@ def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path)
         for n in c.nodes:
             since = n.log_messages()[seen[n.name]:]
             assert not any("PingAck" in m or "conn(" in m for m in since), since
+    finally:
+        c.cleanup()
+        disk.stop()
+
+
+def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
+    """The resync must not go on reading a failed disk: the target would get stale blocks
+    over the writes it received directly, and be called UpToDate."""
+    c, disk = faulty_cluster(tmp_path, "node1", SLOW_SYNC)
+    try:
+        c.up_connected()
+        n1, n2 = c.nodes
+        n1.drbdadm("primary", "--force", "r0")
+        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing")
+        disk.fail("write")
+        seed = os.urandom(8)
+        try:
+            write_blocks(n1, seed, [100 * BLOCK])    # reaches node2, not node1's disk
+        except OSError:
+            pass                                 # (the activity log write may fail first)
+        n1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="resync stopped")
+        assert n2.snapshot()["disk"] == "Inconsistent"
+        assert not any(in_log(n, "Resync done") for n in c.nodes)
     finally:
         c.cleanup()
         disk.stop()
