@@ -205,3 +205,33 @@ def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
     finally:
         c.cleanup()
         disk.stop()
+
+
+def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
+    """node1's disk has failed (Diskless Primary), then node2's flush fails too: the
+    application's fsync must not report success."""
+    c, disk1 = faulty_cluster(tmp_path, "node1")
+    n1, n2 = c.nodes
+    disk2 = FaultyDisk(n2.disk, n2.base / "faulty").start()
+    c.config.write_text(c.config.read_text().replace(f"disk {n2.disk};", f"disk {disk2.path};"))
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        seed = os.urandom(8)
+        disk1.fail("write")
+        disk1.fail("read")
+        write_blocks(n1, seed, [0])              # node1 detaches; node2 has it, fsync ok
+        n1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+        disk2.fail("fsync")
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, block_for(seed, BLOCK), BLOCK)
+            with pytest.raises(OSError) as e:
+                os.fsync(fd)
+            assert e.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+    finally:
+        c.cleanup()
+        disk1.stop()
+        disk2.stop()
