@@ -7,22 +7,36 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.integration.faultydisk import FaultyDisk
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
-from tests.integration.test_durability import SLOW_SYNC, BLOCK, Writer, block_for, verify_on
+from tests.integration.test_durability import (SLOW_SYNC, BLOCK, Writer, block_for,
+                                               fail_over_to_node2, verify_on)
 
 
-def faulty_cluster(tmp_path: Path, node: str, conf: str = WALKTHROUGH_CONF) -> tuple[Cluster, FaultyDisk]:
-    """The walk-through's two nodes; ``node``'s backing disk goes through a FaultyDisk."""
+@contextmanager
+def faulty_cluster(tmp_path: Path, *names: str, conf: str = WALKTHROUGH_CONF):
+    """The walk-through's two nodes, the named nodes' backing disks behind FaultyDisks;
+    yields (cluster, [disk per name]) and undoes everything afterwards, even on failure."""
     c = Cluster(tmp_path, conf_template=conf)
-    n = c.node1 if node == "node1" else c.node2
-    disk = FaultyDisk(n.disk, n.base / "faulty").start()
-    c.config.write_text(c.config.read_text().replace(f"disk {n.disk};", f"disk {disk.path};"))
-    return c, disk
+    disks: list[FaultyDisk] = []
+    try:
+        for name in names:
+            n = c.node1 if name == "node1" else c.node2
+            disk = FaultyDisk(n.disk, n.base / "faulty")
+            disks.append(disk)
+            disk.start()
+            c.config.write_text(c.config.read_text().replace(f"disk {n.disk};",
+                                                             f"disk {disk.path};"))
+        yield c, disks
+    finally:
+        c.cleanup()
+        for disk in disks:
+            disk.stop()
 
 
 def in_log(n: Node, text: str) -> bool:
@@ -40,8 +54,7 @@ def write_blocks(n: Node, seed: bytes, offsets: list[int]) -> None:
 
 
 def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(tmp_path: Path):
-    c, disk = faulty_cluster(tmp_path, "node2")
-    try:
+    with faulty_cluster(tmp_path, "node2") as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
         n1, n2 = c.nodes
@@ -63,19 +76,12 @@ def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(tmp
         n2.drbdadm("up", "r0")
         for n in c.nodes:
             n.wait_for(in_sync, timeout=60, what="resynced")
-        n1.drbdadm("secondary", "r0")
-        n1.drbdadm("down", "r0")
-        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="node1 gone")
-        n2.drbdadm("primary", "r0")
+        fail_over_to_node2(c)
         assert verify_on(n2, seed, w.acked) == []
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
-    c, disk = faulty_cluster(tmp_path, "node1")
-    try:
+    with faulty_cluster(tmp_path, "node1") as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
         n1, n2 = c.nodes
@@ -91,14 +97,10 @@ def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
         assert verify_on(n1, seed, offsets) == []   # reads come from node2 now
         assert n2.snapshot()["oos_kib"] > 0          # node2 tracks what node1's disk lacks
         assert in_log(n2, "new current UUID")
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 def test_peer_flush_failure_marks_recent_extents_out_of_sync(tmp_path: Path):
-    c, disk = faulty_cluster(tmp_path, "node2")
-    try:
+    with faulty_cluster(tmp_path, "node2") as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
         n1, n2 = c.nodes
@@ -110,9 +112,6 @@ def test_peer_flush_failure_marks_recent_extents_out_of_sync(tmp_path: Path):
         assert in_log(n1, "peer failed to flush;")
         # at least the two extents just written (4 MiB each) are to be resent
         assert n1.snapshot()["oos_kib"] >= 2 * 4096
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 @pytest.mark.parametrize("policy", ["pass_on", "detach", "call-local-io-error"])
@@ -120,8 +119,7 @@ def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: 
     handler = f'handlers {{{{ local-io-error "touch {tmp_path}/called"; }}}}\n'
     conf = WALKTHROUGH_CONF.replace(
         "startup {{", f"disk {{{{ on-io-error {policy}; }}}}\n{handler}startup {{{{")
-    c, disk = faulty_cluster(tmp_path, "node1", conf)
-    try:
+    with faulty_cluster(tmp_path, "node1", conf=conf) as (c, (disk,)):
         n1 = c.node1
         n1.drbdadm("create-md", "r0")
         n1.drbdadm("up", "r0")
@@ -154,16 +152,12 @@ def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: 
             assert (tmp_path / "called").exists()
         else:
             assert not in_log(n1, "local-io-error") and not (tmp_path / "called").exists()
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path):
     fast_ping = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;", "cram-hmac-alg sha1; ping-int 1; "
                                          "ping-timeout 5;")
-    c, disk = faulty_cluster(tmp_path, "node2", fast_ping)
-    try:
+    with faulty_cluster(tmp_path, "node2", conf=fast_ping) as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
         n1, n2 = c.nodes
@@ -177,16 +171,12 @@ def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path)
         for n in c.nodes:
             since = n.log_messages()[seen[n.name]:]
             assert not any("PingAck" in m or "conn(" in m for m in since), since
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
     """The resync must not go on reading a failed disk: the target would get stale blocks
     over the writes it received directly, and be called UpToDate."""
-    c, disk = faulty_cluster(tmp_path, "node1", SLOW_SYNC)
-    try:
+    with faulty_cluster(tmp_path, "node1", conf=SLOW_SYNC) as (c, (disk,)):
         c.up_connected()
         n1, n2 = c.nodes
         n1.drbdadm("primary", "--force", "r0")
@@ -202,19 +192,13 @@ def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
             n.wait_for(lambda s: s["conn"] == "Connected", what="resync stopped")
         assert n2.snapshot()["disk"] == "Inconsistent"
         assert not any(in_log(n, "Resync done") for n in c.nodes)
-    finally:
-        c.cleanup()
-        disk.stop()
 
 
 def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
     """node1's disk has failed (Diskless Primary), then node2's flush fails too: the
     application's fsync must not report success."""
-    c, disk1 = faulty_cluster(tmp_path, "node1")
-    n1, n2 = c.nodes
-    disk2 = FaultyDisk(n2.disk, n2.base / "faulty").start()
-    c.config.write_text(c.config.read_text().replace(f"disk {n2.disk};", f"disk {disk2.path};"))
-    try:
+    with faulty_cluster(tmp_path, "node1", "node2") as (c, (disk1, disk2)):
+        n1, n2 = c.nodes
         c.up_connected()
         c.sync_from_node1()
         seed = os.urandom(8)
@@ -231,7 +215,3 @@ def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
             assert e.value.errno == errno.EIO
         finally:
             os.close(fd)
-    finally:
-        c.cleanup()
-        disk1.stop()
-        disk2.stop()

@@ -56,6 +56,15 @@ def synced(c: Cluster) -> None:
     c.sync_from_node1()
 
 
+def fail_over_to_node2(c: Cluster) -> None:
+    """The clean failover of the walk-through: node1 demotes and goes down, node2 sees it
+    go and becomes Primary."""
+    c.node1.drbdadm("secondary", "r0")
+    c.node1.drbdadm("down", "r0")
+    c.node2.wait_for(lambda s: s["conn"] == "WFConnection", what="node1 gone")
+    c.node2.drbdadm("primary", "r0")
+
+
 def verify_on(n: Node, seed: bytes, offsets: list[int]) -> list[int]:
     """Offsets whose block on ``n``'s device is not the checksummed content."""
     bad = []
@@ -185,10 +194,7 @@ def test_peer_lost_mid_write_completes_locally_and_resyncs_later(tmp_path: Path)
         for n in c.nodes:
             n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate"
                        and s["disk"] == "UpToDate", timeout=60, what="resynced")
-        n1.drbdadm("secondary", "r0")
-        n1.drbdadm("down", "r0")
-        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="node1 gone")
-        n2.drbdadm("primary", "r0")
+        fail_over_to_node2(c)
         assert verify_on(n2, seed, w.acked) == []
     finally:
         c.cleanup()

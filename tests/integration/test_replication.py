@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
-from tests.integration.test_durability import BLOCK, Writer, verify_on
+from tests.integration.test_durability import BLOCK, Writer, fail_over_to_node2, verify_on
 
 
 def bring_up(c: Cluster, force_primary: bool = True, md_force: bool = False) -> None:
@@ -45,10 +45,7 @@ def test_protocols_a_and_b_replicate_and_survive_a_clean_failover(tmp_path: Path
         os.fsync(fd)                       # the flush round trip: everything is on node2
         os.close(fd)
         assert n1.snapshot()["protocol"] == proto
-        n1.drbdadm("secondary", "r0")
-        n1.drbdadm("down", "r0")
-        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer gone")
-        n2.drbdadm("primary", "r0")
+        fail_over_to_node2(c)
         assert verify_on(n2, seed, w.acked) == []
     finally:
         c.cleanup()
