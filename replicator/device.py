@@ -25,9 +25,9 @@ from meta.superblock import MDF
 from replicator import latency
 from replicator import uuids as U
 from replicator.states import Conn, Disk, Role, State, StateError
+from replicator.syncer import Syncer
 
 KIB = 1024
-INLINE_FLUSH_MAX = 256 << 10      # bytes written since the last flush: see _flush_local
 
 
 class AttachError(Exception):
@@ -60,7 +60,8 @@ class Device:
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
         self.open_count = 0
-        self.unflushed = 0                    # bytes written since the last flush began
+        # fdatasync of the backing file: group commit, started early for fsync-heavy writers
+        self.syncer = Syncer(self.fd, lambda e: self.io_error("flush", e))
         self.writers = 0
         self.al_busy = 0                      # AL transactions running in threads
         self._al_released = trio.Event()      # set whenever extents are released
@@ -122,7 +123,8 @@ class Device:
                     release_al = False      # until the peer surely has the write
                     pending.on_retire = lambda: self._al_end(first, last)
             local_ok = self._write_local(offset, data)
-            self.unflushed += length
+            if local_ok:
+                self.syncer.wrote(length)
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
@@ -134,6 +136,8 @@ class Device:
                 self._al_end(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
+        # runs once this reply is out; alone, nobody else waits on this loop (see flush)
+        self.syncer.anticipate(self.resource.nursery, inline_ok=pending is None)
         return length
 
     def _write_local(self, offset: int, data: bytes | memoryview) -> bool:
@@ -220,8 +224,8 @@ class Device:
             if not (mirrored and await peer.flush()):
                 raise pyfuse3.FUSEError(errno.EIO)
             return
-        if not mirrored:
-            if not await self._flush_local(inline_ok=True):
+        if not mirrored:      # nobody else waits on this loop: a small sync runs inline
+            if not await self.syncer.sync(inline_ok=True):
                 raise pyfuse3.FUSEError(errno.EIO)
             return
         done: dict[str, bool] = {}
@@ -230,27 +234,12 @@ class Device:
             done["peer"] = await peer.flush()
 
         async def local() -> None:
-            done["local"] = await self._flush_local()
+            done["local"] = await self.syncer.sync()
         async with trio.open_nursery() as nursery:   # local and remote flush in parallel
             nursery.start_soon(local)
             nursery.start_soon(remote)
         if not (done["local"] or done["peer"]):
             raise pyfuse3.FUSEError(errno.EIO)
-
-    async def _flush_local(self, inline_ok: bool = False) -> bool:
-        """fdatasync the backing disk. In a worker thread, unless nothing but a little
-        of our own writing can be dirty (no peer, so nobody else writes here and nobody
-        waits for this loop): then the thread round trip would cost more than the sync."""
-        dirty, self.unflushed = self.unflushed, 0
-        try:
-            if inline_ok and dirty <= INLINE_FLUSH_MAX:
-                os.fdatasync(self.fd)
-            else:
-                await trio.to_thread.run_sync(os.fdatasync, self.fd)
-        except OSError as e:
-            self.io_error("flush", e)       # what it covered is unknown: the peer has it
-            return False
-        return True
 
     async def discard(self, offset: int, length: int) -> None:
         if self.failed:
@@ -265,6 +254,7 @@ class Device:
                 if peer.resync is not None:
                     peer.resync.app_write(offset, length)
             await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
+            self.syncer.wrote(0)
             if pending is None:
                 self.bitmap.set_range(offset, length)
             else:
@@ -567,6 +557,7 @@ async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
     if not dev.failed:
         res.change("device", hard=True, disk=Disk.Failed)
     await dev.superblock_synced()
+    await dev.syncer.quiesce()              # no fdatasync of the fd we are about to close
     dev.stop_superblock_writer()
     try:
         await trio.to_thread.run_sync(dev.md.close if dev.failed else dev.md.detach)

@@ -246,6 +246,9 @@ class Peer:
             async for frame in frames:
                 if frame is None:
                     self._send_acks()             # everything received so far is handled
+                    dev = self._usable_disk()
+                    if dev is not None:           # an fsync-heavy Primary flushes next
+                        dev.syncer.anticipate(nursery)
                 else:
                     self.dispatching = True        # (a handler script may take its time)
                     await self._dispatch(frame)
@@ -451,8 +454,10 @@ class Peer:
                     self.dev.bitmap.set_range(p.offset, p.length)
                 p.lost = True
                 p.retire()
-        elif t == Msg.FLUSH:
-            self.flush_requests.send_nowait((int(b["id"]), int(b["upto"]), bool(b.get("sync"))))
+        elif t == Msg.FLUSH:         # covers every write received before it: note how far
+            dev = self._usable_disk()
+            self.flush_requests.send_nowait((int(b["id"]), int(b["upto"]), bool(b.get("sync")),
+                                             dev, dev.syncer.generation if dev else 0))
         elif t == Msg.FLUSH_ACK:
             self._on_flush_ack(b)
         elif t == Msg.PING:
@@ -524,7 +529,7 @@ class Peer:
         if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
             dev.bitmap.set_range(off, len(data))       # only copy, its peer will need it
         dev.written_kib += len(data) >> 10
-        dev.unflushed += len(data)
+        dev.syncer.wrote(len(data))
         self.nr_kib += len(data) >> 10
         if self.resync is not None:
             self.resync.app_write(off, len(data))
@@ -547,6 +552,7 @@ class Peer:
             self.send(Msg.NEG_ACK, {"seq": seq})
             dev.io_error("discard", e)
             return
+        dev.syncer.wrote(0)
         self.written_upto = seq
 
     def _on_read_request(self, b: dict) -> None:
@@ -580,15 +586,10 @@ class Peer:
     async def _flush_worker(self, requests: Any) -> None:
         """Answer FLUSH barriers in order, off the frame loop: an fdatasync of a busy disk
         can take seconds, and the frame loop must go on answering pings meanwhile."""
-        async for fid, upto, sync in requests:
-            dev = self._usable_disk()
-            ok = dev is not None or not sync
-            if sync and dev is not None:
-                try:
-                    await trio.to_thread.run_sync(os.fdatasync, dev.fd)
-                except OSError as e:
-                    ok = False
-                    dev.io_error("flush", e)
+        async for fid, upto, sync, dev, generation in requests:
+            ok = not sync
+            if sync and dev is not None and dev is self._usable_disk():
+                ok = await dev.syncer.sync(generation)   # (on failure: io_error detached)
             self.send(Msg.FLUSH_ACK, {"id": fid, "upto": upto, "ok": ok})
 
     def _on_flush_ack(self, b: dict) -> None:

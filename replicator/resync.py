@@ -294,7 +294,7 @@ class Resync:
                 done += self._disk_io("resync write", os.pwrite, self.dev.fd, data[done:],
                                       off + done)
             self.transferred += len(data)
-            self.dev.unflushed += len(data)
+            self.dev.syncer.wrote(len(data))
             self.peer.nr_kib += len(data) >> 10
         self._complete(off, len(data), None)
 

@@ -1,0 +1,121 @@
+"""fdatasync of a backing file as a group commit, started early when fsyncs are expected.
+
+Writes bump a generation number (``wrote``). ``sync()`` returns once an fdatasync that
+*started after* the caller's writes has finished: a sync already running that began after
+them is joined, otherwise one more is started. Concurrent callers share one fdatasync.
+
+Anticipation: when the workload fsyncs after (almost) every write, as databases and
+``O_DSYNC`` writers do, ``anticipate()`` starts the fdatasync as soon as the writes go
+quiet. It runs while the application is still on its way to its fsync, and that fsync
+then finds its data already on stable storage or nearly there. It only runs when the
+last flush came within ``ANTICIPATE_GAP`` writes of the one before, and never more than
+once per ``ANTICIPATE_GAP`` writes without a flush: a buffered workload does not pay.
+
+Everything here runs on the trio thread; only the fdatasync itself may go to a worker
+thread.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import trio
+
+INLINE_MAX = 256 << 10        # sync inline (no thread round trip) when this little is dirty
+ANTICIPATE_GAP = 2            # writes between flushes that make a workload "fsync-heavy"
+
+
+class _Run:
+    """One fdatasync in progress: it covers every write up to ``covers``."""
+
+    def __init__(self, covers: int):
+        self.covers = covers
+        self.ok = False
+        self.ran = False            # False: cancelled before its fdatasync was made
+        self.done = trio.Event()
+
+
+class Syncer:
+    def __init__(self, fd: int, on_error: Callable[[OSError], None]):
+        self.fd = fd
+        self.on_error = on_error        # called once per failed fdatasync
+        self.generation = 1             # bumped by every write; 1: the file may hold dirty
+                                        # pages from before us (a crashed daemon's)
+        self.durable = 0                # every write up to here is on stable storage
+        self.dirty = 0                  # bytes written since the last fdatasync started
+        self.syncs = 0                  # fdatasync calls made (statistics, tests)
+        self.anticipated = 0            # ... of which started by anticipate()
+        self._running: _Run | None = None
+        self._since_flush = 0           # writes since the last sync() call
+        self._fsync_heavy = False
+
+    def wrote(self, nbytes: int) -> None:
+        """Record a write to the file (call it once the pwrite returned)."""
+        self.generation += 1
+        self.dirty += nbytes
+        self._since_flush += 1
+
+    async def sync(self, upto: int | None = None, inline_ok: bool = False) -> bool:
+        """Make every write up to generation ``upto`` (default: all so far) durable; False
+        if an fdatasync failed. ``inline_ok``: nobody else waits on this event loop, so a
+        small sync may block it rather than pay for a worker thread."""
+        target = self.generation if upto is None else upto
+        self._fsync_heavy = self._since_flush <= ANTICIPATE_GAP
+        self._since_flush = 0
+        while self.durable < target:
+            run = self._running
+            if run is None:
+                run = self._new_run()
+                await self._fdatasync(run, inline_ok)
+            else:
+                await run.done.wait()
+            if run.covers >= target and run.ran:
+                return run.ok
+            # that one began before our writes (or never ran): the next one covers them
+        return True
+
+    async def quiesce(self) -> None:
+        """Wait until no fdatasync is running (before the file is closed)."""
+        while self._running is not None:
+            await self._running.done.wait()
+
+    def anticipate(self, nursery: trio.Nursery | None, inline_ok: bool = False) -> None:
+        """The writes went quiet: if an fsync is likely to follow, start the sync now."""
+        if (nursery is None or not self._fsync_heavy or self._running is not None
+                or self.durable >= self.generation or self._since_flush > ANTICIPATE_GAP):
+            return
+        self.anticipated += 1
+        nursery.start_soon(self._fdatasync, self._new_run(), inline_ok)
+
+    def _new_run(self) -> _Run:
+        run = _Run(self.generation)
+        self._running = run
+        return run
+
+    async def _fdatasync(self, run: _Run, inline_ok: bool) -> None:
+        inline = inline_ok and self.dirty <= INLINE_MAX
+        dirty, self.dirty = self.dirty, 0
+        error = None
+        try:
+            if inline:
+                os.fdatasync(self.fd)
+            else:
+                await trio.to_thread.run_sync(os.fdatasync, self.fd)
+            run.ran = True
+        except OSError as e:
+            run.ran, error = True, e
+        finally:                      # also when cancelled before the thread started
+            if not run.ran:
+                self.dirty += dirty
+            self._done(run, error)
+        self.syncs += 1
+
+    def _done(self, run: _Run, error: OSError | None) -> None:
+        if self._running is run:
+            self._running = None
+        run.ok = run.ran and error is None
+        if run.ok:
+            self.durable = max(self.durable, run.covers)
+        run.done.set()
+        if error is not None:
+            self.on_error(error)

@@ -1,0 +1,186 @@
+"""Syncer: group commit of fdatasync, and the anticipated sync for fsync-heavy writers."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import trio
+import trio.testing
+
+from replicator import syncer as S
+
+
+class FakeSync:
+    """Stands in for os.fdatasync: counts calls, can fail or hold the caller."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail: OSError | None = None
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.fail is not None:
+            raise self.fail
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    f = FakeSync()
+    monkeypatch.setattr(S.os, "fdatasync", f)
+    fd = os.open(tmp_path / "disk", os.O_RDWR | os.O_CREAT)
+    yield f, fd
+    os.close(fd)
+
+
+def make(fd: int) -> tuple[S.Syncer, list]:
+    errors: list = []
+    return S.Syncer(fd, errors.append), errors
+
+
+def test_first_sync_always_syncs_then_only_after_writes(fake):
+    f, fd = fake
+
+    async def main() -> None:
+        s, _ = make(fd)
+        assert await s.sync() and f.calls == 1      # dirty pages of a previous daemon
+        assert await s.sync() and f.calls == 1      # nothing written since
+        s.wrote(4096)
+        assert await s.sync(inline_ok=True) and f.calls == 2
+    trio.run(main)
+
+
+def test_concurrent_callers_share_one_fdatasync(fake):
+    f, fd = fake
+    f.gate = threading.Event()
+    results: list[bool] = []
+
+    async def main() -> None:
+        s, _ = make(fd)
+
+        async def caller() -> None:
+            results.append(await s.sync())
+        async with trio.open_nursery() as n:
+            for _ in range(5):
+                n.start_soon(caller)
+            await trio.to_thread.run_sync(f.entered.wait)
+            f.gate.set()
+    trio.run(main)
+    assert results == [True] * 5 and f.calls == 1
+
+
+def test_a_write_during_a_sync_needs_the_next_one(fake):
+    f, fd = fake
+    f.gate = threading.Event()
+
+    async def main() -> None:
+        s, _ = make(fd)
+        async with trio.open_nursery() as n:
+            n.start_soon(s.sync)
+            await trio.to_thread.run_sync(f.entered.wait)
+            s.wrote(4096)                  # lands after that fdatasync began
+            second = trio.Event()
+
+            async def later() -> None:
+                assert await s.sync()
+                second.set()
+            n.start_soon(later)
+            await trio.sleep(0.05)
+            assert not second.is_set()     # not covered by the running one
+            f.gate.set()
+        assert f.calls == 2 and s.durable == s.generation
+    trio.run(main)
+
+
+def test_failure_reaches_every_waiter_and_the_handler_once(fake):
+    f, fd = fake
+    f.fail = OSError(5, "Input/output error")
+    f.gate = threading.Event()
+    results: list[bool] = []
+
+    async def main() -> None:
+        s, errors = make(fd)
+
+        async def caller() -> None:
+            results.append(await s.sync())
+        async with trio.open_nursery() as n:
+            for _ in range(3):
+                n.start_soon(caller)
+            await trio.to_thread.run_sync(f.entered.wait)
+            f.gate.set()
+        assert len(errors) == 1 and s.durable == 0
+    trio.run(main)
+    assert results == [False] * 3
+
+
+def test_anticipation_only_for_fsync_heavy_writers(fake):
+    f, fd = fake
+
+    async def main() -> None:
+        s, _ = make(fd)
+        async with trio.open_nursery() as n:
+            s.wrote(4096)
+            s.anticipate(n)                # no flush seen yet: buffered until shown otherwise
+            await trio.testing.wait_all_tasks_blocked()
+            assert f.calls == 0
+            await s.sync()                 # one write, then a flush: fsync-heavy
+            s.wrote(4096)
+            s.anticipate(n, inline_ok=True)
+            await trio.testing.wait_all_tasks_blocked()
+            assert f.calls == 2 and s.anticipated == 1
+            calls = f.calls
+            assert await s.sync()          # the application's fsync finds it done
+            assert f.calls == calls
+            for _ in range(S.ANTICIPATE_GAP + 1):   # now it stops flushing
+                s.wrote(4096)
+            s.anticipate(n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert f.calls == calls and s.anticipated == 1
+            await s.sync()                 # many writes per flush: buffered
+            s.wrote(4096)
+            s.anticipate(n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert s.anticipated == 1
+    trio.run(main)
+
+
+def test_a_cancelled_sync_does_not_count(fake):
+    f, fd = fake
+
+    async def main() -> None:
+        s, _ = make(fd)
+        await s.sync()
+        s.wrote(4096)
+        await s.sync()                     # fsync-heavy now
+        s.wrote(4096)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as n:
+                s.anticipate(n)            # its task starts in a cancelled scope
+                scope.cancel()
+        assert s.durable < s.generation and s._running is None
+        calls = f.calls
+        assert await s.sync() and f.calls == calls + 1
+    trio.run(main)
+
+
+def test_quiesce_waits_for_the_running_sync(fake):
+    f, fd = fake
+    f.gate = threading.Event()
+
+    async def main() -> None:
+        s, _ = make(fd)
+        async with trio.open_nursery() as n:
+            n.start_soon(s.sync)
+            await trio.to_thread.run_sync(f.entered.wait)
+            with trio.move_on_after(0.05):
+                await s.quiesce()
+                raise AssertionError("quiesce returned while a sync ran")
+            f.gate.set()
+            await s.quiesce()
+            assert s._running is None
+    trio.run(main)
