@@ -43,12 +43,15 @@ class PeerLink:
 
     # -- sending ------------------------------------------------------------------------
     def send(self, msg: Msg, body: object = None, data: bytes | memoryview | None = None,
-             done: trio.Event | None = None) -> None:
-        """Queue a frame; ``done`` (if given) is set once the kernel has taken all of it."""
+             done: trio.Event | None = None, batch: bool = False) -> None:
+        """Queue a frame; ``done`` (if given) is set once the kernel has taken all of it.
+        ``batch``: leave it to the sender task, which sends everything queued by then in
+        one call (for a frame among many in flight, where syscalls cost more than a task
+        switch of latency)."""
         if self.closed:
             raise LinkClosed("connection closed")
         bufs = encode(msg, body, data)
-        if not self._backlog:
+        if not self._backlog and not batch:
             bufs = self._send_now(bufs)
             if not bufs:
                 if done is not None:

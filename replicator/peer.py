@@ -277,10 +277,11 @@ class Peer:
                 if frame is not None:
                     return frame
 
-    def send(self, msg: Msg, body: Any = None, data: Any = None, done: trio.Event | None = None) -> None:
+    def send(self, msg: Msg, body: Any = None, data: Any = None, done: trio.Event | None = None,
+             batch: bool = False) -> None:
         if self.link is None or self.link.closed:
             raise LinkClosed("not connected")
-        self.link.send(msg, body, data, done)
+        self.link.send(msg, body, data, done, batch)
 
     def _send_params(self, link: PeerLink) -> None:
         dev = self.dev
@@ -694,7 +695,9 @@ class Peer:
         self.tl[p.seq] = p
         latency.submitted(self, p)
         done = p.done if self.protocol == "A" else latency.SENT
-        self.send(Msg.DATA, {"seq": p.seq, "off": offset}, data, done)
+        # alone in flight: send now; among others: one sendmsg for all queued by then
+        batch = len(self.tl) > 1
+        self.send(Msg.DATA, {"seq": p.seq, "off": offset}, data, done, batch)
         self.ns_kib += len(data) >> 10
         if self.protocol != "C":
             self.since_barrier += 1
