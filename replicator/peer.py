@@ -88,6 +88,7 @@ class Peer:
         self.peer_params: dict = {}
         self.resync: resync.Resync | None = None
         self.verify = None            # replicator.verify.Verify while verifying
+        self.sync_aborted = False     # this session's resync/verify was stopped by abort_sync
         self.dispatching = False
         self.ping_waiting: trio.Event | None = None
         self.reads: dict[int, tuple[trio.Event, list]] = {}
@@ -220,7 +221,7 @@ class Peer:
     async def _session(self, link: PeerLink) -> None:
         self.link = link
         self.received_upto = self.written_upto = self.acked_upto = 0
-        self.dispatching = False
+        self.dispatching = self.sync_aborted = False
         try:
             await self._session_tasks(link)
         except BaseExceptionGroup as group:
@@ -489,6 +490,8 @@ class Peer:
             pass
         elif t == Msg.OV_REPLY and (self.verify is None or not self.verify.source):
             pass                     # answers for a verify this node gave up (see below)
+        elif self.sync_aborted and self.resync is None and t in resync.LATE_AFTER_ABORT:
+            pass                     # still on the wire when a failed disk stopped the sync
         elif self.resync is not None and await self.resync.handle(frame):
             pass
         elif t in resync.SOURCE_SIDE_MESSAGES:
@@ -658,6 +661,7 @@ class Peer:
     def abort_sync(self) -> None:
         """A disk failed (here or there): no resync or verify can go on; stay Connected."""
         busy = self.resync is not None or self.verify is not None
+        self.sync_aborted |= busy
         for job in (self.resync, self.verify):
             if job is not None:
                 job.stop()

@@ -28,6 +28,9 @@ REQUEST_MAX = 1 << 20             # bytes per resync request (a run of set bits)
 BM_FLUSH_INTERVAL = 1.0
 SOURCE_SIDE_MESSAGES = frozenset({Msg.RS_REQUEST, Msg.RS_WRITE_ACK, Msg.RS_DONE, Msg.BITMAP,
                                   Msg.SYNC_UUID, Msg.STATE_REQ, Msg.OV_REQUEST})
+# what may still be on the wire for a resync or verify that a failed disk stopped here
+LATE_AFTER_ABORT = frozenset({Msg.RS_REQUEST, Msg.RS_REPLY, Msg.RS_IN_SYNC, Msg.RS_WRITE_ACK,
+                              Msg.RS_DONE, Msg.OV_DONE, Msg.OV_RESULT})
 
 
 def digest(alg: str, data: bytes | memoryview) -> bytes:
