@@ -117,6 +117,8 @@ async def _attach(daemon: Any, args: dict) -> Reply:
                             args.get("options") or {})
     except AttachError as e:
         return failure(obj, (e.code, e.text), e.info)
+    if res.peer is not None:
+        res.peer.renegotiate()
     return ok()
 
 

@@ -56,6 +56,8 @@ class Device:
         if md.sb.has(MDF.PRIMARY_IND):
             md.set_flag(MDF.CRASHED_PRIMARY, True)
         self.failed = False                   # on-io-error detached the disk: I/O via the peer
+        self.exposed_uuid = md.uuids[0]       # the data generation the device shows (8.4's
+                                              # ed_uuid): the peer's, once the disk failed
         self._sb_writer: trio.CancelScope | None = None
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
@@ -517,7 +519,10 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     disk_state, pdsk = _initial_disk_state(md, dev.fencing)
     res.device = dev
     await daemon.nursery.start(dev.superblock_writer)
-    res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
+    if res.state.conn >= Conn.Connected:     # the peer's disk state is known (renegotiated
+        res.change("device", hard=True, disk=disk_state)       # next, see commands.attach)
+    else:
+        res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
     await daemon.nursery.start(_serve_fuse, daemon, dev)
 
 

@@ -286,15 +286,16 @@ class Peer:
 
     def _send_params(self, link: PeerLink) -> None:
         dev = self.dev
+        disk = dev if dev is not None and not dev.failed else None
         o = self.opts
         link.send(Msg.PARAMS, {
             "protocol": self.protocol,
             "after-sb": [o["after-sb-0pri"], o["after-sb-1pri"], o["after-sb-2pri"]],
             "two-primaries": o["allow-two-primaries"],
             "discard-my-data": self.discard_my_data,
-            "size": dev.backing_size() if dev else 0,
+            "size": disk.backing_size() if disk else 0,
             "uuids": dev.md.uuids if dev else [0, 0, 0, 0],
-            "bits": dev.bitmap.count() if dev else 0,
+            "bits": disk.bitmap.count() if disk else 0,
             "flags": self._uuid_flags(),
             "role": int(self.res.state.role),
             "disk": int(self.res.state.disk),
@@ -336,9 +337,9 @@ class Peer:
         dev = self.dev
         res = self.res
         self.peer_uuids = list(p["uuids"])
-        if self._usable_disk() is None or dev.failed:   # udrbd: a diskless node does not connect
-            self.log.device("no local disk to connect with")
-            raise SessionEnd(Conn.Disconnecting, retry=False)
+        if self._usable_disk() is None or dev.failed or Disk(p["disk"]) < Disk.Inconsistent:
+            self._connect_diskless(p)
+            return
         refused = dev.agree_size(int(p["size"]))
         if refused:
             self.log.device(refused)
@@ -393,6 +394,31 @@ class Peer:
             res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.WFBitMapT,
                        pdsk=peer_disk)
         self.resync.begin()
+
+    def _connect_diskless(self, p: dict) -> None:
+        """One side has no disk (detached, or on-io-error took it): as 8.4, nothing to
+        compare or resync, the nodes just connect. A diskless Primary goes on through the
+        peer, so it may only connect to the data it was showing."""
+        res, dev = self.res, self.dev
+        peer_role, peer_disk = Role(p["role"]), Disk(p["disk"])
+        theirs = int(p["uuids"][0])
+        if res.state.role == Role.Primary and dev is not None and dev.failed:
+            if (dev.exposed_uuid | 1) != (theirs | 1):
+                self.log.device(f"Can only connect to data with current UUID="
+                                f"{dev.exposed_uuid:016X}")
+                raise SessionEnd(Conn.Disconnecting, retry=False)
+        if (res.state.role == Role.Primary and peer_role == Role.Primary
+                and not self.opts["allow-two-primaries"]):
+            self.log.device("State change failed: Multiple primaries not allowed by config")
+            raise SessionEnd(Conn.Disconnecting, retry=False)
+        res.change("device", hard=True, peer=peer_role, conn=Conn.Connected, pdsk=peer_disk)
+
+    def renegotiate(self) -> None:
+        """A disk was attached while connected: reconnect, so the handshake can compare
+        generations and resync (8.4 renegotiates on the live connection)."""
+        if self.link is not None and not self.link.closed:
+            self.log.device("disk attached while connected: renegotiating")
+            self.link.close()
 
     def _reconcile(self, action: str, mine: Any, theirs: Any) -> str:
         """Same data generation, both UpToDate, yet blocks are marked (online verify found
@@ -471,6 +497,7 @@ class Peer:
             self._on_peer_state(b)
         elif t == Msg.UUIDS:
             self.peer_uuids = [int(u) for u in b["uuids"]]
+            self._follow_exposed_data()
         elif t == Msg.DISCARD:
             await self._on_discard(b)
         elif t == Msg.READ_REQUEST:
@@ -648,6 +675,7 @@ class Peer:
         role, disk = Role(b["role"]), Disk(b["disk"])
         if "uuids" in b:
             self.peer_uuids = [int(u) for u in b["uuids"]]
+            self._follow_exposed_data()
         lost_peer_disk = (res.state.pdsk in (Disk.Inconsistent, Disk.Consistent, Disk.UpToDate)
                           and disk < Disk.Inconsistent)
         res.change("device", hard=True, peer=role, pdsk=disk)
@@ -657,6 +685,12 @@ class Peer:
             self.dev.new_current_uuid_if_needed()   # 8.4: lost contact to peer's data
         if self.resync is None and res.state.conn == Conn.Connected:
             resync.maybe_start_after_state(self)
+
+    def _follow_exposed_data(self) -> None:
+        """A diskless Primary shows the peer's data: its generation is the peer's."""
+        dev = self.dev
+        if dev is not None and dev.failed and self.res.state.role == Role.Primary:
+            dev.exposed_uuid = self.peer_uuids[0]
 
     def abort_sync(self) -> None:
         """A disk failed (here or there): no resync or verify can go on; stay Connected."""

@@ -215,3 +215,71 @@ def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
             assert e.value.errno == errno.EIO
         finally:
             os.close(fd)
+
+
+def test_a_diskless_node_connects_and_resyncs_once_it_attaches(tmp_path: Path):
+    """8.4: a node without a disk still connects (nothing to resync); attaching the disk
+    while connected renegotiates, and exactly what the Primary wrote meanwhile moves."""
+    c = Cluster(tmp_path)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        n2.drbdadm("detach", "r0")
+        n2.drbdadm("disconnect", "r0")
+        n2.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="connected")
+        s1, s2 = n1.snapshot(), n2.snapshot()
+        assert (s1["disk"], s1["pdsk"]) == ("UpToDate", "Diskless")
+        assert (s2["disk"], s2["pdsk"], s2["peer"]) == ("Diskless", "UpToDate", "Primary")
+        seed = os.urandom(8)
+        offsets = [i * 5 * BLOCK for i in range(40)]
+        write_blocks(n1, seed, offsets)          # node2 has no disk: node1 tracks them
+        assert n1.snapshot()["oos_kib"] == 4 * len(offsets)
+        n2.drbdadm("attach", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="resynced after attach")
+        assert in_log(n2, "disk attached while connected: renegotiating")
+        fail_over_to_node2(c)
+        assert verify_on(n2, seed, offsets) == []
+    finally:
+        c.cleanup()
+
+
+def lose_node1s_disk(c: Cluster, disk: FaultyDisk, seed: bytes) -> None:
+    """node1 Primary and in sync; then its disk fails under a write: a Diskless Primary."""
+    c.up_connected()
+    c.sync_from_node1()
+    disk.fail("write")
+    disk.fail("read")
+    write_blocks(c.node1, seed, [0])
+    c.node1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+
+
+def test_a_diskless_primary_reconnects_and_goes_on_through_the_peer(tmp_path: Path):
+    with faulty_cluster(tmp_path, "node1") as (c, (disk,)):
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        lose_node1s_disk(c, disk, seed)
+        n1.drbdadm("disconnect", "r0")
+        n1.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="reconnected")
+        assert n1.snapshot()["pdsk"] == "UpToDate"
+        offsets = [i * 3 * BLOCK for i in range(1, 30)]
+        write_blocks(n1, seed, offsets)          # through node2 only
+        assert verify_on(n1, seed, [0] + offsets) == []   # read back through node2
+        assert n2.snapshot()["oos_kib"] >= 4 * (len(offsets) + 1)
+
+
+def test_a_diskless_primary_refuses_data_of_another_generation(tmp_path: Path):
+    with faulty_cluster(tmp_path, "node1") as (c, (disk,)):
+        n1, n2 = c.nodes
+        lose_node1s_disk(c, disk, os.urandom(8))
+        n1.drbdadm("disconnect", "r0")
+        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="node2 alone")
+        n2.drbdadm("new-current-uuid", "r0/0")   # node2 starts a generation of its own
+        n1.drbdadm("connect", "r0")
+        n1.wait_for(lambda s: s["conn"] == "StandAlone" and in_log(
+            n1, "Can only connect to data with current UUID="), what="refused")
