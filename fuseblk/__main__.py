@@ -25,8 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inline-max", type=int, default=None,
                    help="largest read/write done inline (default: all); larger use threads")
     p.add_argument("--max-background", type=int, default=None)
-    p.add_argument("--min-tasks", type=int, default=8)
-    p.add_argument("--max-tasks", type=int, default=16)
+    p.add_argument("--min-tasks", type=int, default=2)
+    p.add_argument("--max-tasks", type=int, default=64)
     p.add_argument("--splice-read", action="store_true")
     p.add_argument("--no-fast-wait", dest="fast_wait", action="store_false",
                    help="wait for every request through pyfuse3's own trio wait")
