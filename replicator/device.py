@@ -138,8 +138,8 @@ class Device:
                 self._al_end(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
-        # runs once this reply is out; alone, nobody else waits on this loop (see flush)
-        self.syncer.anticipate(self.resource.nursery, inline_ok=pending is None)
+        if pending is not None:     # mirrored: the local sync runs while the FLUSH travels
+            self.syncer.anticipate(self.resource.nursery)   # (once this reply is out)
         return length
 
     def _write_local(self, offset: int, data: bytes | memoryview) -> bool:

@@ -79,13 +79,13 @@ class Syncer:
         while self._running is not None:
             await self._running.done.wait()
 
-    def anticipate(self, nursery: trio.Nursery | None, inline_ok: bool = False) -> None:
+    def anticipate(self, nursery: trio.Nursery | None) -> None:
         """The writes went quiet: if an fsync is likely to follow, start the sync now."""
         if (nursery is None or not self._fsync_heavy or self._running is not None
                 or self.durable >= self.generation or self._since_flush > ANTICIPATE_GAP):
             return
         self.anticipated += 1
-        nursery.start_soon(self._fdatasync, self._new_run(), inline_ok)
+        nursery.start_soon(self._fdatasync, self._new_run(), False)
 
     def _new_run(self) -> _Run:
         run = _Run(self.generation)

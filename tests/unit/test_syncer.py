@@ -130,8 +130,9 @@ def test_anticipation_only_for_fsync_heavy_writers(fake):
             assert f.calls == 0
             await s.sync()                 # one write, then a flush: fsync-heavy
             s.wrote(4096)
-            s.anticipate(n, inline_ok=True)
+            s.anticipate(n)
             await trio.testing.wait_all_tasks_blocked()
+            await s.quiesce()
             assert f.calls == 2 and s.anticipated == 1
             calls = f.calls
             assert await s.sync()          # the application's fsync finds it done
