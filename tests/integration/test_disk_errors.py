@@ -53,7 +53,11 @@ def write_blocks(n: Node, seed: bytes, offsets: list[int]) -> None:
         os.close(fd)
 
 
-def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(tmp_path: Path):
+@pytest.mark.parametrize("back", [("down", "up"), ("detach", "attach")])
+def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(
+        tmp_path: Path, back: tuple[str, str]):
+    """detach + attach is 8.4's disk replacement: attached while connected, the nodes
+    renegotiate and resync what the Primary marked meanwhile."""
     with faulty_cluster(tmp_path, "node2") as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
@@ -72,8 +76,8 @@ def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(tmp
         assert in_log(n1, "new current UUID")
         # the disk is replaced (healed) and brought back: a resync, then identical data
         disk.heal()
-        n2.drbdadm("down", "r0")
-        n2.drbdadm("up", "r0")
+        for command in back:
+            n2.drbdadm(command, "r0")
         for n in c.nodes:
             n.wait_for(in_sync, timeout=60, what="resynced")
         fail_over_to_node2(c)
@@ -99,15 +103,23 @@ def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
         assert in_log(n2, "new current UUID")
 
 
+def fail_under_writes(c: Cluster, n: Node, disk: FaultyDisk, kinds: tuple[str, ...],
+                      seed: bytes, offsets: list[int]) -> None:
+    """In sync, node1 Primary; then n's disk fails (``kinds`` of I/O) under node1's
+    writes (and their fsync), until n is Diskless."""
+    c.up_connected()
+    c.sync_from_node1()
+    for kind in kinds:
+        disk.fail(kind)
+    write_blocks(c.node1, seed, offsets)
+    n.wait_for(lambda s: s["disk"] == "Diskless", what=f"{n.name} detached")
+
+
 def test_peer_flush_failure_marks_recent_extents_out_of_sync(tmp_path: Path):
     with faulty_cluster(tmp_path, "node2") as (c, (disk,)):
-        c.up_connected()
-        c.sync_from_node1()
         n1, n2 = c.nodes
         seed = os.urandom(8)
-        disk.fail("fsync")
-        write_blocks(n1, seed, [0, 64 << 20])   # two extents, then fsync
-        n2.wait_for(lambda s: s["disk"] == "Diskless", what="node2 detached")
+        fail_under_writes(c, n2, disk, ("fsync",), seed, [0, 64 << 20])   # two extents
         assert in_log(n2, "Local IO failed in flush. Detaching...")
         assert in_log(n1, "peer failed to flush;")
         # at least the two extents just written (4 MiB each) are to be resent
@@ -249,12 +261,7 @@ def test_a_diskless_node_connects_and_resyncs_once_it_attaches(tmp_path: Path):
 
 def lose_node1s_disk(c: Cluster, disk: FaultyDisk, seed: bytes) -> None:
     """node1 Primary and in sync; then its disk fails under a write: a Diskless Primary."""
-    c.up_connected()
-    c.sync_from_node1()
-    disk.fail("write")
-    disk.fail("read")
-    write_blocks(c.node1, seed, [0])
-    c.node1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+    fail_under_writes(c, c.node1, disk, ("write", "read"), seed, [0])
 
 
 def test_a_diskless_primary_reconnects_and_goes_on_through_the_peer(tmp_path: Path):
@@ -283,3 +290,4 @@ def test_a_diskless_primary_refuses_data_of_another_generation(tmp_path: Path):
         n1.drbdadm("connect", "r0")
         n1.wait_for(lambda s: s["conn"] == "StandAlone" and in_log(
             n1, "Can only connect to data with current UUID="), what="refused")
+
