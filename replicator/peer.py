@@ -48,6 +48,7 @@ class Pending:
     offset: int
     length: int
     done: trio.Event = field(default_factory=trio.Event)
+    submitted: float = field(default_factory=trio.current_time)
     acked: bool = False
     lost: bool = False                # never confirmed: marked out of sync instead
     on_retire: Callable[[], None] | None = None
@@ -244,6 +245,7 @@ class Peer:
                 await self._goodbye()         # our PARAMS must reach the peer before we go
                 raise
             nursery.start_soon(self._pinger, link)
+            nursery.start_soon(self._ko_watch, link)
             async for frame in frames:
                 if frame is None:
                     self._send_acks()             # everything received so far is handled
@@ -459,6 +461,25 @@ class Peer:
                     link.close()
                     raise SessionEnd(Conn.NetworkFailure)
                 heard = link.bytes_received
+
+    async def _ko_watch(self, link: PeerLink) -> None:
+        """8.4's ko-count: a peer that has not completed a write within ko-count x timeout
+        is expelled, even if it still answers pings (a hung disk). Completed: sent for
+        protocol A, RecvAck for B, WriteAck for C."""
+        ko, timeout = self.opts["ko-count"], self.opts["timeout"] / 10
+        if not ko:
+            return
+        while True:
+            await trio.sleep(timeout)
+            oldest = next((p for p in self.tl.values() if not (
+                p.done.is_set() if self.protocol == "A" else p.acked)), None)
+            waited = trio.current_time() - oldest.submitted if oldest is not None else 0
+            if waited > ko * timeout:
+                self.log.resource_line(
+                    f"Remote failed to finish a request within {int(waited * 1000)}ms > "
+                    f"ko-count ({ko}) * timeout ({self.opts['timeout']} * 0.1s)")
+                link.close()
+                raise SessionEnd(Conn.Timeout)
 
     # -- frames -----------------------------------------------------------------------------
     async def _dispatch(self, frame) -> None:

@@ -6,7 +6,7 @@ exposes ``MOUNTPOINT/disk.img`` (every read, write and fsync goes to IMAGE) and
 ``MOUNTPOINT/ctl``: write ``fail write``, ``fail fsync``, ``fail read`` (several may be
 active; reads and writes may be limited to a byte range: ``fail write OFFSET LENGTH``) or
 ``ok`` to it, and the named operations on disk.img answer EIO from then on, the way a dying
-disk does. ``slow fsync SECONDS`` makes every fsync take that long (a busy disk). ``FaultyDisk`` starts and stops it from a test.
+disk does. ``slow fsync SECONDS`` (or ``write``) makes every fsync (write) take that long (a busy or hung disk). ``FaultyDisk`` starts and stops it from a test.
 """
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ def _serve(image: str, mountpoint: str) -> None:
                 elif words[:1] == ["fail"] and len(words) in (2, 4):
                     failing[words[1]] = (int(words[2]), int(words[3])) if words[2:] else (0, -1)
                 return len(buf)
+            await trio.sleep(slow.get("write", 0))
             if fails("write", off, len(buf)):
                 raise pyfuse3.FUSEError(errno.EIO)
             return os.pwrite(fd, buf, off)

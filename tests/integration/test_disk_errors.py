@@ -291,3 +291,31 @@ def test_a_diskless_primary_refuses_data_of_another_generation(tmp_path: Path):
         n1.wait_for(lambda s: s["conn"] == "StandAlone" and in_log(
             n1, "Can only connect to data with current UUID="), what="refused")
 
+
+
+def test_a_peer_that_completes_no_write_is_expelled_after_ko_count(tmp_path: Path):
+    """node2's disk hangs: it completes no write and (its event loop stuck in the write)
+    answers nothing; with pings far apart only ko-count x timeout notices. node1's write
+    completes locally, marked out of sync, and the resync brings node2 up to date."""
+    conf = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;",
+                                    "cram-hmac-alg sha1; timeout 10; ko-count 2; ping-int 120;")
+    with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        disk.slow("write", 6)
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, block_for(seed, 0), 0)     # returns once node2 is expelled
+        finally:
+            os.close(fd)
+        assert in_log(n1, "Remote failed to finish a request within")
+        assert in_log(n1, "ko-count (2) * timeout (10 * 0.1s)")
+        assert any("conn( Connected -> Timeout )" in m for m in n1.log_messages())
+        assert n1.snapshot()["oos_kib"] >= 4
+        disk.heal()
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="resynced")
+        fail_over_to_node2(c)
+        assert verify_on(n2, seed, [0]) == []
