@@ -292,7 +292,6 @@ def test_a_diskless_primary_refuses_data_of_another_generation(tmp_path: Path):
             n1, "Can only connect to data with current UUID="), what="refused")
 
 
-
 def test_a_peer_that_completes_no_write_is_expelled_after_ko_count(tmp_path: Path):
     """node2's disk hangs: it completes no write and (its event loop stuck in the write)
     answers nothing; with pings far apart only ko-count x timeout notices. node1's write
