@@ -39,6 +39,11 @@ def faulty_cluster(tmp_path: Path, *names: str, conf: str = WALKTHROUGH_CONF):
             disk.stop()
 
 
+def with_net(options: str) -> str:
+    """The walk-through's configuration with more net options."""
+    return WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;", f"cram-hmac-alg sha1; {options}")
+
+
 def in_log(n: Node, text: str) -> bool:
     return any(text in m for m in n.log_messages())
 
@@ -167,9 +172,8 @@ def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: 
 
 
 def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path):
-    fast_ping = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;", "cram-hmac-alg sha1; ping-int 1; "
-                                         "ping-timeout 5;")
-    with faulty_cluster(tmp_path, "node2", conf=fast_ping) as (c, (disk,)):
+    conf = with_net("ping-int 1; ping-timeout 5;")
+    with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()
         n1, n2 = c.nodes
@@ -296,8 +300,7 @@ def test_a_peer_that_completes_no_write_is_expelled_after_ko_count(tmp_path: Pat
     """node2's disk hangs: it completes no write and (its event loop stuck in the write)
     answers nothing; with pings far apart only ko-count x timeout notices. node1's write
     completes locally, marked out of sync, and the resync brings node2 up to date."""
-    conf = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;",
-                                    "cram-hmac-alg sha1; timeout 10; ko-count 2; ping-int 120;")
+    conf = with_net("timeout 10; ko-count 2; ping-int 120;")
     with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
         c.up_connected()
         c.sync_from_node1()

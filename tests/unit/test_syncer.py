@@ -55,23 +55,29 @@ def test_first_sync_always_syncs_then_only_after_writes(fake):
     trio.run(main)
 
 
-def test_concurrent_callers_share_one_fdatasync(fake):
-    f, fd = fake
+async def sync_together(s: S.Syncer, f: FakeSync, callers: int) -> list[bool]:
+    """``callers`` tasks call sync() while the first fdatasync is held; then it goes on."""
     f.gate = threading.Event()
     results: list[bool] = []
 
+    async def caller() -> None:
+        results.append(await s.sync())
+    async with trio.open_nursery() as n:
+        for _ in range(callers):
+            n.start_soon(caller)
+        await trio.to_thread.run_sync(f.entered.wait)
+        f.gate.set()
+    return results
+
+
+def test_concurrent_callers_share_one_fdatasync(fake):
+    f, fd = fake
+
     async def main() -> None:
         s, _ = make(fd)
-
-        async def caller() -> None:
-            results.append(await s.sync())
-        async with trio.open_nursery() as n:
-            for _ in range(5):
-                n.start_soon(caller)
-            await trio.to_thread.run_sync(f.entered.wait)
-            f.gate.set()
+        assert await sync_together(s, f, 5) == [True] * 5
     trio.run(main)
-    assert results == [True] * 5 and f.calls == 1
+    assert f.calls == 1
 
 
 def test_a_write_during_a_sync_needs_the_next_one(fake):
@@ -100,22 +106,12 @@ def test_a_write_during_a_sync_needs_the_next_one(fake):
 def test_failure_reaches_every_waiter_and_the_handler_once(fake):
     f, fd = fake
     f.fail = OSError(5, "Input/output error")
-    f.gate = threading.Event()
-    results: list[bool] = []
 
     async def main() -> None:
         s, errors = make(fd)
-
-        async def caller() -> None:
-            results.append(await s.sync())
-        async with trio.open_nursery() as n:
-            for _ in range(3):
-                n.start_soon(caller)
-            await trio.to_thread.run_sync(f.entered.wait)
-            f.gate.set()
+        assert await sync_together(s, f, 3) == [False] * 3
         assert len(errors) == 1 and s.durable == 0
     trio.run(main)
-    assert results == [False] * 3
 
 
 def test_anticipation_only_for_fsync_heavy_writers(fake):
