@@ -563,6 +563,7 @@ async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
         res.change("device", hard=True, disk=Disk.Failed)
     await dev.superblock_synced()
     await dev.syncer.quiesce()              # no fdatasync of the fd we are about to close
+    dev.syncer.close()
     dev.stop_superblock_writer()
     try:
         await trio.to_thread.run_sync(dev.md.close if dev.failed else dev.md.detach)

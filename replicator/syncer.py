@@ -11,8 +11,9 @@ then finds its data already on stable storage or nearly there. It only runs when
 last flush came within ``ANTICIPATE_GAP`` writes of the one before, and never more than
 once per ``ANTICIPATE_GAP`` writes without a flush: a buffered workload does not pay.
 
-Everything here runs on the trio thread; only the fdatasync itself may go to a worker
-thread.
+Everything here runs on the trio thread. The fdatasync itself runs inline (small ones,
+when nobody else waits on the loop), in the kernel through native AIO
+(``replicator.aio_fsync``), or where that is unavailable in a worker thread.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import os
 from typing import Callable
 
 import trio
+
+from replicator.aio_fsync import open_aio_fsync
 
 INLINE_MAX = 256 << 10        # sync inline (no thread round trip) when this little is dirty
 ANTICIPATE_GAP = 2            # writes between flushes that make a workload "fsync-heavy"
@@ -36,7 +39,7 @@ class _Run:
 
 
 class Syncer:
-    def __init__(self, fd: int, on_error: Callable[[OSError], None]):
+    def __init__(self, fd: int, on_error: Callable[[OSError], None], aio: bool = True):
         self.fd = fd
         self.on_error = on_error        # called once per failed fdatasync
         self.generation = 1             # bumped by every write; 1: the file may hold dirty
@@ -48,6 +51,7 @@ class Syncer:
         self._running: _Run | None = None
         self._since_flush = 0           # writes since the last sync() call
         self._fsync_heavy = False
+        self._aio = open_aio_fsync(fd) if aio else None    # None: worker threads
 
     def wrote(self, nbytes: int) -> None:
         """Record a write to the file (call it once the pwrite returned)."""
@@ -79,6 +83,12 @@ class Syncer:
         while self._running is not None:
             await self._running.done.wait()
 
+    def close(self) -> None:
+        """Release the AIO context (after quiesce(), before the file is closed)."""
+        if self._aio is not None:
+            self._aio.close()
+            self._aio = None
+
     def anticipate(self, nursery: trio.Nursery | None) -> None:
         """The writes went quiet: if an fsync is likely to follow, start the sync now."""
         if (nursery is None or not self._fsync_heavy or self._running is not None
@@ -99,6 +109,8 @@ class Syncer:
         try:
             if inline:
                 os.fdatasync(self.fd)
+            elif self._aio_submitted():
+                await self._aio.wait()
             else:
                 await trio.to_thread.run_sync(os.fdatasync, self.fd)
             run.ran = True
@@ -109,6 +121,17 @@ class Syncer:
                 self.dirty += dirty
             self._done(run, error)
         self.syncs += 1
+
+    def _aio_submitted(self) -> bool:
+        """Start the fdatasync through AIO; False (and threads from now on) if refused."""
+        if self._aio is None:
+            return False
+        try:
+            self._aio.submit()
+            return True
+        except OSError:
+            self.close()
+            return False
 
     def _done(self, run: _Run, error: OSError | None) -> None:
         if self._running is run:

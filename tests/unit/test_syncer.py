@@ -40,7 +40,7 @@ def fake(monkeypatch, tmp_path):
 
 def make(fd: int) -> tuple[S.Syncer, list]:
     errors: list = []
-    return S.Syncer(fd, errors.append), errors
+    return S.Syncer(fd, errors.append, aio=False), errors    # (os.fdatasync is faked)
 
 
 def test_first_sync_always_syncs_then_only_after_writes(fake):
@@ -181,3 +181,45 @@ def test_quiesce_waits_for_the_running_sync(fake):
             await s.quiesce()
             assert s._running is None
     trio.run(main)
+
+
+def test_native_aio_sync_of_a_real_file(tmp_path):
+    """The default path: the kernel runs the fdatasync (IOCB_CMD_FDSYNC) and signals an
+    eventfd; a sync in a cancelled scope still completes and leaves nothing behind."""
+    fd = os.open(tmp_path / "disk", os.O_RDWR | os.O_CREAT)
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        errors: list = []
+        s = S.Syncer(fd, errors.append)
+        assert s._aio is not None, "native AIO unavailable on this machine"
+        for i in range(3):
+            os.pwrite(fd, b"x" * 4096, i * 4096)
+            s.wrote(4096)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                assert await s.sync()
+            assert s.durable == s.generation and s.syncs == i + 1
+        assert s._aio is not None and not errors    # no fallback to threads was needed
+        s.close()
+    try:
+        trio.run(main)
+        assert len(os.listdir("/proc/self/fd")) == fds_before      # the eventfd is closed
+    finally:
+        os.close(fd)
+
+
+def test_a_file_without_fsync_falls_back_to_threads_and_reports_the_error():
+    r, w = os.pipe()
+
+    async def main() -> None:
+        errors: list = []
+        s = S.Syncer(w, errors.append)
+        s.wrote(1)
+        assert not await s.sync()          # io_submit refuses a pipe; so does fdatasync
+        assert s._aio is None and len(errors) == 1 and errors[0].errno == 22
+    try:
+        trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
