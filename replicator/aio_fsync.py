@@ -31,6 +31,8 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _syscall(nr: int, *args) -> int:
+    """syscall(2); plain ints go as C longs (the kernel reads every argument as one)."""
+    args = tuple(ctypes.c_long(a) if isinstance(a, int) else a for a in args)
     r = _libc.syscall(ctypes.c_long(nr), *args)
     if r < 0:
         e = ctypes.get_errno()

@@ -36,6 +36,21 @@ class AttachError(Exception):
         self.code, self.text, self.info = code, text, info
 
 
+# A mirrored write alone in flight polls for its ack this long before the event loop
+# sleeps: waking a sleeping process costs ~30-50 us per hop on the test VM, and the core
+# would idle meanwhile. Measured (alternated, protocol C, rand write 4k): plain loop
+# +18-25 %, direct-io loop +13 %; sync writes within noise.
+ACK_POLL_NS = 250_000
+
+
+async def _poll_until(event: trio.Event, budget_ns: int) -> None:
+    """Yield to trio (its epoll then runs without a timeout) until ``event`` is set or
+    ``budget_ns`` passed."""
+    end = time.perf_counter_ns() + budget_ns
+    while not event.is_set() and time.perf_counter_ns() < end:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
 class Device:
     def __init__(self, resource: Any, md: Metadata, backing_path: str, options: dict):
         self.resource = resource
@@ -130,6 +145,8 @@ class Device:
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
+                if len(peer.tl) == 1:       # latency-bound: one write at a time
+                    await _poll_until(pending.done, ACK_POLL_NS)
                 await pending.done.wait()
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
