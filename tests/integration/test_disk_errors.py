@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.integration.faultydisk import FaultyDisk
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, bin_path, in_sync
 from tests.integration.test_durability import (SLOW_SYNC, BLOCK, Writer, block_for,
                                                fail_over_to_node2, verify_on)
 
@@ -46,6 +47,13 @@ def with_net(options: str) -> str:
 
 def in_log(n: Node, text: str) -> bool:
     return any(text in m for m in n.log_messages())
+
+
+def generation_on_disk(disk: FaultyDisk) -> str:
+    """The current UUID in the metadata of the image behind ``disk`` (drbdmeta get-gi)."""
+    out = subprocess.run([bin_path("drbdmeta"), "0", "v08", str(disk.image), "internal", "get-gi"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return out.split(":")[0]
 
 
 def write_blocks(n: Node, seed: bytes, offsets: list[int]) -> None:
@@ -222,6 +230,10 @@ def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
         disk1.fail("read")
         write_blocks(n1, seed, [0])              # node1 detaches; node2 has it, fsync ok
         n1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 detached")
+        # node2 starts a new data generation (it has the only copy now); the fault must
+        # only hit the application's fsync, not that metadata write
+        n2.wait_for(lambda s: generation_on_disk(disk2) == s["uuids"].split(":")[0],
+                    what="node2's new current UUID on disk")
         disk2.fail("fsync")
         fd = os.open(n1.device, os.O_RDWR)
         try:
