@@ -13,6 +13,7 @@ None; an old kernel or file system: ``submit`` raises), callers use a thread.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import struct
@@ -31,13 +32,16 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def _syscall(nr: int, *args) -> int:
-    """syscall(2); plain ints go as C longs (the kernel reads every argument as one)."""
+    """syscall(2), retried on EINTR (ctypes does not, unlike os.*); plain ints go as C
+    longs (the kernel reads every argument as one)."""
     args = tuple(ctypes.c_long(a) if isinstance(a, int) else a for a in args)
-    r = _libc.syscall(ctypes.c_long(nr), *args)
-    if r < 0:
+    while True:
+        r = _libc.syscall(ctypes.c_long(nr), *args)
+        if r >= 0:
+            return r
         e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return r
+        if e != errno.EINTR:
+            raise OSError(e, os.strerror(e))
 
 
 class AioFsync:
