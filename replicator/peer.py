@@ -377,10 +377,7 @@ class Peer:
         peer_disk = Disk(p["disk"])
         if action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)
-        if (res.state.role == Role.Primary and Role(p["role"]) == Role.Primary
-                and not decision.demote and not o["allow-two-primaries"]):
-            self.log.device("State change failed: Multiple primaries not allowed by config")
-            raise SessionEnd(Conn.Disconnecting, retry=False)
+        self._refuse_two_primaries(Role(p["role"]))     # (after a demote we are Secondary)
         dev.handshake_done()
         if decision.full_sync:
             dev.bitmap.set_all()
@@ -409,11 +406,15 @@ class Peer:
                 self.log.device(f"Can only connect to data with current UUID="
                                 f"{dev.exposed_uuid:016X}")
                 raise SessionEnd(Conn.Disconnecting, retry=False)
-        if (res.state.role == Role.Primary and peer_role == Role.Primary
+        self._refuse_two_primaries(peer_role)
+        res.change("device", hard=True, peer=peer_role, conn=Conn.Connected, pdsk=peer_disk)
+
+    def _refuse_two_primaries(self, peer_role: Role) -> None:
+        """Both Primary without allow-two-primaries: 8.4 drops the connection."""
+        if (self.res.state.role == Role.Primary and peer_role == Role.Primary
                 and not self.opts["allow-two-primaries"]):
             self.log.device("State change failed: Multiple primaries not allowed by config")
             raise SessionEnd(Conn.Disconnecting, retry=False)
-        res.change("device", hard=True, peer=peer_role, conn=Conn.Connected, pdsk=peer_disk)
 
     def renegotiate(self) -> None:
         """A disk was attached while connected: reconnect, so the handshake can compare
