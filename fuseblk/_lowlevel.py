@@ -249,11 +249,8 @@ def install_fast_wait() -> None:
             streak += 1
             return True
         streak = 0
-        end = time.perf_counter_ns() + POLL_NS
-        while time.perf_counter_ns() < end:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            if poller.poll(0):
-                return True
+        if await poll_briefly(lambda: bool(poller.poll(0)), POLL_NS):
+            return True
         while True:
             if not await original():
                 return False                  # the session is ending
@@ -263,6 +260,18 @@ def install_fast_wait() -> None:
     wait_fuse_readable.udrbd_fast = True  # type: ignore[attr-defined]
     wait_fuse_readable.original = original  # type: ignore[attr-defined]
     pyfuse3._wait_fuse_readable = wait_fuse_readable
+
+
+async def poll_briefly(ready: Callable[[], bool], budget_ns: int) -> bool:
+    """Keep yielding to trio (its epoll then runs without a timeout, so the other tasks
+    go on) until ``ready()`` or ``budget_ns`` passed; True if ready. Nothing runs between
+    a ``ready()`` that returned True and the return."""
+    end = time.perf_counter_ns() + budget_ns
+    while not ready():
+        if time.perf_counter_ns() >= end:
+            return False
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return True
 
 
 def remove_fast_wait() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pyfuse3
 import trio
 
+from fuseblk._lowlevel import poll_briefly
 from fuseblk.file_engine import punch_hole
 from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
@@ -41,14 +42,6 @@ class AttachError(Exception):
 # would idle meanwhile. Measured (alternated, protocol C, rand write 4k): plain loop
 # +18-25 %, direct-io loop +13 %; sync writes within noise.
 ACK_POLL_NS = 250_000
-
-
-async def _poll_until(event: trio.Event, budget_ns: int) -> None:
-    """Yield to trio (its epoll then runs without a timeout) until ``event`` is set or
-    ``budget_ns`` passed."""
-    end = time.perf_counter_ns() + budget_ns
-    while not event.is_set() and time.perf_counter_ns() < end:
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 class Device:
@@ -146,7 +139,7 @@ class Device:
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
                 if len(peer.tl) == 1:       # latency-bound: one write at a time
-                    await _poll_until(pending.done, ACK_POLL_NS)
+                    await poll_briefly(pending.done.is_set, ACK_POLL_NS)
                 await pending.done.wait()
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it

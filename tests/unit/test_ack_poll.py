@@ -1,11 +1,11 @@
-"""The bounded poll a mirrored write does for its ack before the event loop sleeps."""
+"""The bounded poll before the event loop sleeps: for the next FUSE request, for an ack."""
 from __future__ import annotations
 
 import time
 
 import trio
 
-from replicator import device
+from fuseblk._lowlevel import poll_briefly
 
 
 def test_poll_returns_once_the_event_is_set_by_another_task():
@@ -21,7 +21,7 @@ def test_poll_returns_once_the_event_is_set_by_another_task():
         async with trio.open_nursery() as n:
             n.start_soon(setter)
             t0 = time.perf_counter_ns()
-            await device._poll_until(ev, 10_000_000_000)      # (a budget of 10 s)
+            assert await poll_briefly(ev.is_set, 10_000_000_000)     # (a budget of 10 s)
             assert ev.is_set() and passes == 3
             assert time.perf_counter_ns() - t0 < 5_000_000_000
     trio.run(main)
@@ -31,6 +31,6 @@ def test_poll_gives_up_after_its_budget():
     async def main() -> None:
         ev = trio.Event()
         t0 = time.perf_counter_ns()
-        await device._poll_until(ev, 2_000_000)
+        assert not await poll_briefly(ev.is_set, 2_000_000)
         assert not ev.is_set() and time.perf_counter_ns() - t0 >= 2_000_000
     trio.run(main)
