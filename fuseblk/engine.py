@@ -14,9 +14,11 @@ Contract (what fuseblk guarantees the engine, and what it expects back):
 * ``read(offset, length)`` returns exactly ``length`` bytes (``bytes``, ``bytearray`` or a
   contiguous ``memoryview``). The buffer is consumed before fuseblk's next checkpoint, so an
   engine may hand out a view of a buffer it reuses once the call has returned.
-* ``write(offset, data)`` stores all of ``data`` (``bytes`` or a ``memoryview`` of ``bytes``,
-  never a buffer fuseblk reuses: the engine may keep a reference, e.g. to send it to a peer
-  after it has returned) and returns the number of bytes written. When ``write`` returns the
+* ``write(offset, data)`` stores all of ``data`` (``bytes`` or a contiguous ``memoryview``)
+  and returns the number of bytes written. ``data`` is usually a view of libfuse's receive
+  buffer (no copy, see ``_lowlevel.WriteHandlers``): it is valid until ``write``
+  returns, and released then. An engine that needs the data afterwards (to send it to a
+  peer later, say) copies it. When ``write`` returns the
   data has reached the engine: fuseblk never uses FUSE's writeback cache, so a write the
   kernel completes is one the engine has accepted (for DRBD: acknowledged per protocol).
 * ``flush()`` is the durability point (a disk cache flush; for DRBD also a flush round trip to

@@ -117,7 +117,8 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
                 min_tasks: int = 2, max_tasks: int = 64,
                 max_background: Optional[int] = None, splice_read: bool = False,
                 allow_other: bool = True, mode: int = 0o660, debug: bool = False,
-                fast_wait: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                fast_wait: bool = True, zero_copy_write: bool = True,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Mount ``engine`` as the regular file ``mountpoint`` and serve it until cancelled.
 
     Creates ``mountpoint`` if missing (and removes it again after unmounting). Use with
@@ -131,7 +132,8 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
     A pool that stays (8-16) measured within noise of 2-64 for mirrored 4 KiB writes and
     keeps up to 16 MiB more resident (each task's 1 MiB receive buffer): not worth it.
     ``fast_wait`` (default on): take waiting requests without a trio round trip, see
-    :func:`_lowlevel.install_fast_wait`.
+    :func:`_lowlevel.install_fast_wait`. ``zero_copy_write`` (default on): hand large
+    writes to the engine as views of libfuse's buffer, see :class:`_lowlevel.WriteHandlers`.
     ``direct_io`` (default on): open with FOPEN_DIRECT_IO, see BlockOps. ``splice_read``: let libfuse receive through a pipe
     (measured slower here; off).
     """
@@ -163,6 +165,11 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
         except Exception as exc:  # noqa: BLE001
             log.warning("FUSE fallocate/INIT hook not installed (%s): discard unsupported, "
                         "default connection settings", exc)
+        if zero_copy_write:
+            try:
+                ops.write_handlers = _lowlevel.WriteHandlers(ops.write_request)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("FUSE zero-copy writes not installed (%s)", exc)
         if fast_wait:
             try:
                 _lowlevel.install_fast_wait()

@@ -79,6 +79,7 @@ class BlockOps(pyfuse3.Operations):
         # Settings applied in the INIT handshake (see mount.serve).
         self.max_background: Optional[int] = None
         self.splice_read = False
+        self.write_handlers: Optional[_lowlevel.WriteHandlers] = None   # see mount.serve
 
     # --- connection ---------------------------------------------------------------------
     def conn_init(self, conn: "_lowlevel.FuseConnInfo") -> None:
@@ -255,6 +256,30 @@ class BlockOps(pyfuse3.Operations):
             raise pyfuse3.FUSEError(_errno_of(exc, "read")) from None
 
     async def write(self, fh, off, buf):
+        return await self._write(off, buf, fh in self._sync_fhs)
+
+    async def write_request(self, req: int, off: int, data: memoryview, flags: int) -> None:
+        """A write from :class:`_lowlevel.WriteHandlers`' zero-copy handler: ``data`` is
+        libfuse's receive buffer, valid until this returns (then released: a view kept by
+        mistake fails loudly instead of reading the next request's data)."""
+        try:
+            n = await self._write(off, data, self.direct_io and bool(flags & os.O_DSYNC))
+        except pyfuse3.FUSEError as e:
+            _lowlevel.fuse_reply_err(req, e.errno)
+        except trio.Cancelled:
+            _lowlevel.fuse_reply_err(req, errno.EINTR)
+            raise
+        else:
+            _lowlevel.fuse_reply_write(req, n)
+        finally:
+            try:
+                data.release()
+            except BufferError:
+                log.error("write data still in use after the request ended")
+
+    async def _write(self, off: int, buf, dsync: bool) -> int:
+        if self.write_handlers is not None:
+            self.write_handlers.follow(len(buf))
         end = self._size
         if off + len(buf) > end:
             if off >= end:
@@ -262,7 +287,7 @@ class BlockOps(pyfuse3.Operations):
             buf = memoryview(buf)[:end - off]
         try:
             n = await self.engine.write(off, buf)
-            if fh in self._sync_fhs:
+            if dsync:
                 await self.engine.flush()
             return n
         except Exception as exc:

@@ -50,6 +50,9 @@ class RecordingEngine:
         return await self.inner.read(offset, length)
 
     async def write(self, offset, data):
+        # "view": libfuse's buffer handed over without a copy (fuseblk's zero-copy handler)
+        base = data.obj if isinstance(data, memoryview) else data
+        self._event("write", offset, len(data), "copy" if type(base) is bytes else "view")
         self._maybe_fail(offset, len(data))
         return await self.inner.write(offset, data)
 

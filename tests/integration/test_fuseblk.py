@@ -461,3 +461,53 @@ def test_concurrent_requests_with_slow_handlers_never_hang(server_factory):
         t.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), "requests hung"
     assert errors == []
+
+
+def test_large_writes_reach_the_engine_without_a_copy(server):
+    """After a write of 128 KiB or more the next one is handed over as a view of libfuse's
+    buffer, after a smaller one pyfuse3 copies it (cheaper for small writes). Both paths
+    store exactly what was written, reply errors and sizes, and honour O_DSYNC."""
+    def pattern(i, n):
+        return (hashlib.sha256(b"zc%d" % i).digest() * (n // 32 + 1))[:n]
+
+    big, small = 512 << 10, 4096
+    plan = [(0, small), (1 << 20, big), (2 << 20, big), (3 << 20, big), (5 << 20, small),
+            (6 << 20, small), (7 << 20, big + 4095), (9 << 20, 1)]
+    fd = os.open(server.mount, os.O_RDWR)
+    try:
+        for i, (off, n) in enumerate(plan):
+            assert os.pwrite(fd, pattern(i, n), off) == n
+        writes = [e.split() for e in server.events() if e.startswith("write ")]
+        assert [(int(w[1]), int(w[2])) for w in writes] == plan    # one request each
+        assert [w[3] for w in writes] == ["copy", "copy", "view", "view", "view", "copy",
+                                          "copy", "view"]
+        for i, (off, n) in enumerate(plan):
+            assert os.pread(fd, n, off) == pattern(i, n), (off, n)
+        # Errors, and a write crossing the end of the device, through the zero-copy path.
+        os.pwrite(fd, pattern(0, big), 10 << 20)
+        for at, want in ((BOOM_AT, errno.EIO), (OSERROR_AT, errno.ENOSPC),
+                         (FUSEERROR_AT, errno.EROFS)):
+            with pytest.raises(OSError) as e:
+                os.pwrite(fd, b"z" * big, at)
+            assert e.value.errno == want
+        assert os.pwrite(fd, pattern(1, big), SIZE - 1000) == 1000
+        assert server.events()[-1].split()[1:] == [str(SIZE - 1000), "1000", "view"]
+    finally:
+        os.close(fd)
+    with open(server.image, "rb") as f:
+        for i, (off, n) in enumerate(plan):
+            f.seek(off)
+            assert f.read(n) == pattern(i, n), (off, n)
+        f.seek(SIZE - 1000)
+        assert f.read() == pattern(1, big)[:1000]
+    # O_DSYNC: each write is durable when it returns, on the zero-copy path too.
+    fd = os.open(server.mount, os.O_RDWR | os.O_DSYNC)
+    try:
+        n = server.count("flush")
+        for k in range(3):
+            os.pwrite(fd, pattern(k, big), k * big)
+            assert server.count("flush") == n + k + 1
+        assert server.events()[-2].split()[3] == "view"
+    finally:
+        os.close(fd)
+    assert server.alive()
