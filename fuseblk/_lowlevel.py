@@ -277,6 +277,18 @@ def request_data(bufv: int) -> memoryview:
 ZERO_COPY_MIN = 128 << 10   # writes from this size on take the zero-copy handler next
 
 
+def keeps_buffer_until_handled(version: str) -> bool:
+    """Whether this pyfuse3 release's session loop awaits a request's handler before it
+    receives the next request into the same buffer (the same loop in the 3.x sources up
+    to 3.5, the newest read). A later release may differ, and zero-copy would then hand
+    out a buffer being overwritten."""
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return major == 3 and 3 <= minor <= 5
+
+
 class WriteHandlers:
     """The session's ``write_buf`` slot: pyfuse3's handler or a zero-copy one.
 
@@ -300,7 +312,11 @@ class WriteHandlers:
         after it ends. ``flags`` are the write's open flags (O_DSYNC: a synchronous write).
 
         Call after ``pyfuse3.init()`` and before ``pyfuse3.main()``; RuntimeError (nothing
-        changed) when pyfuse3 is not laid out as expected."""
+        changed) when pyfuse3 is not laid out or does not behave as expected."""
+        version = getattr(pyfuse3, "__version__", "?")
+        if not keeps_buffer_until_handled(version):
+            raise RuntimeError(f"pyfuse3 {version} is not known to keep a request's buffer "
+                               "until its handler has ended")
         copy, slots = _session_ops()
         retval = ctypes.c_void_p.from_address(_pyfuse3_addresses().py_retval)
         if retval.value not in (None, id(None)):

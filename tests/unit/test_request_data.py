@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from fuseblk._lowlevel import FUSE_BUF_IS_FD, FuseBufvec, request_data
+from fuseblk._lowlevel import (FUSE_BUF_IS_FD, FuseBufvec, keeps_buffer_until_handled,
+                              request_data)
 
 
 def bufvec_over(buf: ctypes.Array, size: int, off: int = 0) -> FuseBufvec:
@@ -63,3 +64,11 @@ def test_a_failing_pipe_read_is_an_oserror():
     bv.buf[0].fd = r
     with pytest.raises(OSError):
         request_data(ctypes.addressof(bv))
+
+
+def test_zero_copy_only_with_pyfuse3_releases_whose_loop_was_read():
+    assert keeps_buffer_until_handled("3.5.0") and keeps_buffer_until_handled("3.3.0")
+    for version in ("3.2.1", "3.6.0", "4.0.0", "?", "", "x.y"):
+        assert not keeps_buffer_until_handled(version), version
+    import pyfuse3
+    assert keeps_buffer_until_handled(pyfuse3.__version__)   # what the tests run with
