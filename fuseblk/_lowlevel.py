@@ -300,7 +300,7 @@ class WriteHandlers:
 
     Entering it through a ctypes callback costs 2-4 us more than pyfuse3's compiled one,
     though, which a small write's copy does not pay back (measured standalone, direct-io
-    loop: seq write 1M +16 %, rand write 4k -5 to -15 %). So the slot follows the
+    loop: seq write 1M +16-18 %, rand write 4k -5 to -15 %). So the slot follows the
     workload: after a write of ZERO_COPY_MIN or more the next one goes to the zero-copy
     handler, after a smaller one to pyfuse3's. Switching is one pointer store, made
     between requests on the thread that dispatches them.
