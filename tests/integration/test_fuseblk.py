@@ -152,6 +152,19 @@ def server(server_factory) -> Server:
     return server_factory()
 
 
+def pattern(i: int, n: int) -> bytes:
+    """n bytes that differ for every i."""
+    return (hashlib.sha256(str(i).encode()).digest() * (n // 32 + 1))[:n]
+
+
+def assert_image_holds(image: Path, writes: list[tuple[int, int]]) -> None:
+    """The backing image holds pattern(i, n) at each (offset, n) of ``writes``."""
+    with open(image, "rb") as f:
+        for i, (off, n) in enumerate(writes):
+            f.seek(off)
+            assert f.read(n) == pattern(i, n), (off, n)
+
+
 # --- the file itself -------------------------------------------------------------------------
 def test_mount_is_one_regular_file_of_engine_size(server):
     st = os.stat(server.mount)
@@ -186,9 +199,6 @@ def test_pwrite_pread_odd_offsets_and_sizes(server):
     cases = [(0, 1), (1, 4095), (4097, 12345), (5 * 2**20 - 1, 2**20 + 3),
              (SIZE - 4096 - 18, 4096 + 17), (SIZE - 1, 1), (77 * 2**20 + 511, 3 * 2**20 + 1)]
 
-    def pattern(i, n):
-        return (hashlib.sha256(str(i).encode()).digest() * (n // 32 + 1))[:n]
-
     fd = os.open(server.mount, os.O_RDWR)
     try:
         for i, (off, n) in enumerate(cases):
@@ -198,10 +208,7 @@ def test_pwrite_pread_odd_offsets_and_sizes(server):
     finally:
         os.close(fd)
     # What the engine stored is what was written (read back from the image directly).
-    with open(server.image, "rb") as f:
-        for i, (off, n) in enumerate(cases):
-            f.seek(off)
-            assert f.read(n) == pattern(i, n), (off, n)
+    assert_image_holds(server.image, cases)
 
     fd = os.open(server.mount, os.O_RDWR)
     try:
@@ -467,9 +474,6 @@ def test_large_writes_reach_the_engine_without_a_copy(server):
     """After a write of 128 KiB or more the next one is handed over as a view of libfuse's
     buffer, after a smaller one pyfuse3 copies it (cheaper for small writes). Both paths
     store exactly what was written, reply errors and sizes, and honour O_DSYNC."""
-    def pattern(i, n):
-        return (hashlib.sha256(b"zc%d" % i).digest() * (n // 32 + 1))[:n]
-
     big, small = 512 << 10, 4096
     plan = [(0, small), (1 << 20, big), (2 << 20, big), (3 << 20, big), (5 << 20, small),
             (6 << 20, small), (7 << 20, big + 4095), (9 << 20, 1)]
@@ -494,10 +498,8 @@ def test_large_writes_reach_the_engine_without_a_copy(server):
         assert server.events()[-1].split()[1:] == [str(SIZE - 1000), "1000", "view"]
     finally:
         os.close(fd)
+    assert_image_holds(server.image, plan)
     with open(server.image, "rb") as f:
-        for i, (off, n) in enumerate(plan):
-            f.seek(off)
-            assert f.read(n) == pattern(i, n), (off, n)
         f.seek(SIZE - 1000)
         assert f.read() == pattern(1, big)[:1000]
     # O_DSYNC: each write is durable when it returns, on the zero-copy path too.
