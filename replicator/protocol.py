@@ -6,19 +6,20 @@ copied through msgpack)::
     magic u16 | type u8 | flags u8 | body_len u32 | data_len u32 | data_crc u32 | hdr_crc u32
 
 ``hdr_crc`` is CRC32C (crcmod) over the first 16 header bytes and the body, so it also
-covers ``data_crc``. ``data_crc`` is zlib's CRC-32 of the payload: measured here, crcmod's
-CRC32C runs at 0.46 GB/s and zlib.crc32 at 4.2 GB/s, and the payload is where the bytes
-are. Every length is bounded before anything is allocated; a bad magic, type, length or
-checksum raises ProtocolError and the connection is dropped.
+covers ``data_crc``. ``data_crc`` is the payload's CRC32C from the ``crc32c`` package, which
+uses the CPU's CRC32 instruction: measured here, 1 MiB takes 38 us with it, 247 us with
+zlib.crc32 and 2.2 ms with crcmod, and the payload is where the bytes are. Every length is
+bounded before anything is allocated; a bad magic, type, length or checksum raises
+ProtocolError and the connection is dropped.
 """
 from __future__ import annotations
 
 import enum
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import crc32c as _hw_crc32c    # hardware CRC32C (SSE4.2 / ARMv8), C fallback
 import crcmod
 import msgpack
 
@@ -27,7 +28,9 @@ HEADER = struct.Struct(">HBBIIII")
 HEADER_SIZE = HEADER.size          # 20
 MAX_BODY = 64 << 10
 MAX_DATA = 1 << 20                 # largest block payload in one frame (writes, resync)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2               # 2: payload checksum CRC32C (was zlib's CRC-32)
+
+payload_crc = _hw_crc32c.crc32c
 
 crc32c = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, xorOut=0, rev=True)
 
@@ -89,7 +92,7 @@ def encode(msg: Msg, body: Any = None, data: bytes | memoryview | None = None,
     dlen = len(data) if data is not None else 0
     if dlen > MAX_DATA:
         raise ProtocolError(f"{msg.name} payload of {dlen} bytes exceeds {MAX_DATA}")
-    dcrc = zlib.crc32(data) if dlen else 0
+    dcrc = payload_crc(data) if dlen else 0
     head = HEADER.pack(MAGIC, int(msg), flags, len(packed), dlen, dcrc, 0)
     hcrc = crc32c(packed, crc32c(head[:16]))
     head = head[:16] + hcrc.to_bytes(4, "big")
@@ -131,7 +134,7 @@ def parse_frame(head: Header, body: bytes | memoryview, data: memoryview | None)
     """Verify the checksums and decode the body; ``data`` stays a view into the buffer."""
     if crc32c(bytes(body), crc32c(head.raw)) != head.hdr_crc:
         raise ProtocolError(f"{head.type.name}: header checksum mismatch")
-    if head.data_len and zlib.crc32(data) != head.data_crc:
+    if head.data_len and payload_crc(data) != head.data_crc:
         raise ProtocolError(f"{head.type.name}: payload checksum mismatch")
     try:
         decoded = msgpack.unpackb(body, raw=False, max_bin_len=MAX_BODY, max_str_len=MAX_BODY,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.protocol import FrameReader, Msg, encode
+from replicator.protocol import PROTOCOL_VERSION, FrameReader, Msg, encode
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster
 
 NO_AUTH = WALKTHROUGH_CONF.replace('cram-hmac-alg sha1;\nshared-secret "secret";\n', "")
@@ -41,7 +41,7 @@ class Rogue:
             self.reader.advance(n)
 
     def handshake(self) -> dict:
-        self.send(Msg.HELLO, {"v": 1, "nonce": 1 << 61})
+        self.send(Msg.HELLO, {"v": PROTOCOL_VERSION, "nonce": 1 << 61})
         assert self.receive(Msg.HELLO).body.get("ok")
         params = self.receive(Msg.PARAMS).body
         self.send(Msg.PARAMS, params)           # same settings, same data generation
@@ -86,6 +86,29 @@ def test_a_bad_frame_ends_the_connection_and_touches_nothing(tmp_path: Path, nam
         with open(n1.disk, "rb") as f:
             assert f.read(size) == bytes(size)   # nothing written to the data area
             assert f.read(8192) == beyond        # nor past its end
+    finally:
+        if rogue is not None:
+            rogue.close()
+        c.cleanup()
+
+
+def test_a_peer_of_another_wire_version_is_refused(tmp_path: Path):
+    """The payload checksum changed with version 2: an older peer must not get to send data."""
+    c = Cluster(tmp_path, conf_template=NO_AUTH)
+    n1 = c.node1
+    rogue = None
+    try:
+        n1.drbdadm("create-md", "r0")
+        n1.drbdadm("up", "r0")
+        n1.wait_for(lambda s: s["conn"] == "WFConnection", what="listening")
+        rogue = Rogue(c.port)
+        rogue.send(Msg.HELLO, {"v": PROTOCOL_VERSION - 1, "nonce": 1 << 61})
+        with pytest.raises(ConnectionError):
+            rogue.receive(Msg.HELLO)
+        want = (f"drbd r0: incompatible udrbd dialects: I support {PROTOCOL_VERSION},"
+                f" peer supports {PROTOCOL_VERSION - 1}")
+        assert want in n1.log_messages()
+        assert n1.snapshot()["conn"] == "WFConnection"
     finally:
         if rogue is not None:
             rogue.close()

@@ -38,6 +38,15 @@ def test_payload_is_not_copied_through_msgpack():
     assert len(frame) == 2 and isinstance(frame[1], memoryview)
 
 
+def test_data_crc_is_the_standard_crc32c_of_the_payload():
+    """The check value of CRC-32C (Castagnoli) is 0xE3069283; a view checksums its bytes."""
+    head = HEADER.unpack(bytes(encode(Msg.DATA, {"seq": 1}, b"123456789")[0][:HEADER_SIZE]))
+    assert head[5] == 0xE3069283
+    buf = bytearray(b"xx123456789yy")
+    view_head = encode(Msg.DATA, {"seq": 1}, memoryview(buf)[2:11])[0][:HEADER_SIZE]
+    assert HEADER.unpack(bytes(view_head))[5] == 0xE3069283
+
+
 def corrupt(data: bytes, pos: int) -> bytes:
     b = bytearray(data)
     b[pos] ^= 0x40
