@@ -33,6 +33,14 @@ LATE_AFTER_ABORT = frozenset({Msg.RS_REQUEST, Msg.RS_REPLY, Msg.RS_IN_SYNC, Msg.
                               Msg.RS_DONE, Msg.OV_DONE, Msg.OV_RESULT})
 
 
+def done_line(what: str, elapsed_s: float, paused_s: float, bits: int) -> str:
+    """8.4's summary: the rate leaves the paused time out, the total puts it back in."""
+    active = max(int(elapsed_s - paused_s), 1)
+    paused = int(paused_s)
+    return (f"{what} done (total {active + paused} sec; paused {paused} sec; "
+            f"{bits // active * 4} K/sec)")
+
+
 def digest(alg: str, data: bytes | memoryview) -> bytes:
     return hashlib.new(alg, data).digest()
 
@@ -332,10 +340,8 @@ class Resync:
 
     # -- shared --------------------------------------------------------------------------------
     def _log_done(self) -> None:
-        total = max(int(time.monotonic() - self.started), 1)
-        rate = self.total_bits * 4 // total
-        self.dev.log.device(f"Resync done (total {total} sec; paused {int(self.paused_s)} sec; "
-                            f"{rate} K/sec)")
+        self.dev.log.device(done_line("Resync", time.monotonic() - self.started,
+                                      self.paused_s, self.total_bits))
         if self.same_csum:
             pct = self.same_csum * 100 // max(self.total_bits, 1)
             self.dev.log.device(f"{pct} % had equal checksums, eliminated: "

@@ -15,7 +15,7 @@ import trio
 
 from replicator import handlers
 from replicator.protocol import Msg, ProtocolError
-from replicator.resync import digest
+from replicator.resync import digest, done_line
 from replicator.states import Conn
 
 RANGE = 256 << 10          # bytes per OV_REQUEST (64 blocks)
@@ -105,9 +105,8 @@ class Verify:
         return False
 
     def _finish(self) -> None:
-        total = max(int(time.monotonic() - self.started), 1)
-        kps = self.dev.size() // 1024 // total
-        self.dev.log.device(f"Online verify done (total {total} sec; paused 0 sec; {kps} K/sec)")
+        bits = -(-self.dev.size() // 4096)
+        self.dev.log.device(done_line("Online verify", time.monotonic() - self.started, 0.0, bits))
         if self.found:
             self.dev.log.device(f"Online verify found {self.found} 4k block out of sync!")
             if self.source:
