@@ -20,6 +20,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+	$(PY) -m bench.resync
 
 install-service: setup
 	@bash scripts/install-service.sh "$(CURDIR)"

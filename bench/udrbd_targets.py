@@ -21,7 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 CONF = """\
 global {{ usage-count no; }}
 resource r0 {{
-  protocol {proto};
+  protocol {proto};{disk_opts}
   on node1 {{ device {dev1} minor 0; disk {disk1}; address 127.0.0.1:{port}; meta-disk internal; }}
   on node2 {{ device {dev2} minor 0; disk {disk2}; address 127.0.0.2:{port}; meta-disk internal; }}
 }}
@@ -48,14 +48,18 @@ class UdrbdTarget(Target):
     description = "udrbd standalone Primary (one node, no peer)"
     protocol = "C"
     nodes = 1
+    disk_opts = ""          # e.g. " disk { resync-rate 4G; }"
+
+    def run_dir(self, node: str) -> Path:
+        return self.workdir / node / "run"
 
     def _env(self, node: str) -> dict:
-        run = self.workdir / node / "run"
+        run = self.run_dir(node)
         run.mkdir(parents=True, exist_ok=True)
         return {**os.environ, "__DRBD_NODE__": node, "UDRBD_RUN_DIR": str(run),
                 "UDRBD_CONFIG": str(self.workdir / "drbd.conf")}
 
-    def _adm(self, node: str, *args: str) -> None:
+    def adm(self, node: str, *args: str) -> None:
         subprocess.run([str(VENV_BIN / "drbdadm"), *args], env=self._env(node), check=True,
                        capture_output=True, timeout=120)
 
@@ -64,41 +68,51 @@ class UdrbdTarget(Target):
                              capture_output=True, text=True, timeout=30).stdout
         return out.strip()
 
-    def start(self) -> str:
+    def disk_image(self, node: str) -> Path:
+        return self.workdir / node / "disk.img"
+
+    def device(self, node: str) -> Path:
+        return self.workdir / node / "drbd0"
+
+    def up(self) -> None:
+        """Configuration, metadata and daemons; two nodes wait until Connected."""
         names = ["node1", "node2"]
-        paths = {}
         for n in names:
             (self.workdir / n).mkdir(exist_ok=True)
-            paths[n] = (make_sparse(self.workdir / n / "disk.img", self.size + (64 << 20)),
-                        self.workdir / n / "drbd0")
+            if not self.disk_image(n).exists():
+                make_sparse(self.disk_image(n), self.size + (64 << 20))
         (self.workdir / "drbd.conf").write_text(CONF.format(
-            proto=self.protocol, port=_free_port(), dev1=paths["node1"][1],
-            disk1=paths["node1"][0], dev2=paths["node2"][1], disk2=paths["node2"][0]))
-        used = names[:self.nodes]
-        for n in used:
-            self._adm(n, "create-md", "--force", "r0")
-            self._adm(n, "up", "r0")
-            self.mountpoints.append(paths[n][1])
-        if self.nodes == 1:
-            self._adm("node1", "disconnect", "r0")
-            self._adm("node1", "primary", "--force", "r0")
-        else:
+            proto=self.protocol, disk_opts=self.disk_opts, port=_free_port(),
+            dev1=self.device("node1"), disk1=self.disk_image("node1"),
+            dev2=self.device("node2"), disk2=self.disk_image("node2")))
+        self._used = names[:self.nodes]
+        for n in self._used:
+            self.adm(n, "create-md", "--force", "r0")
+            self.adm(n, "up", "r0")
+            self.mountpoints.append(self.device(n))
+        if self.nodes == 2:
             deadline = time.monotonic() + 30
-            while any(self._snap_conn(n) != "Connected" for n in used):
+            while any(self._snap_conn(n) != "Connected" for n in self._used):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name}: nodes did not connect")
                 time.sleep(0.1)
-            self._adm("node1", "new-current-uuid", "--clear-bitmap", "r0/0")
-            self._adm("node1", "primary", "r0")
-        self._used = used
-        self.path = str(paths["node1"][1])
+
+    def start(self) -> str:
+        self.up()
+        if self.nodes == 1:
+            self.adm("node1", "disconnect", "r0")
+            self.adm("node1", "primary", "--force", "r0")
+        else:
+            self.adm("node1", "new-current-uuid", "--clear-bitmap", "r0/0")
+            self.adm("node1", "primary", "r0")
+        self.path = str(self.device("node1"))
         return self.path
 
     @property
     def server_pids(self) -> list[int]:
         pids = []
         for n in getattr(self, "_used", []):
-            for pidfile in (self.workdir / n / "run").glob("*.pid"):
+            for pidfile in self.run_dir(n).glob("*.pid"):
                 try:
                     pids.append(int(pidfile.read_text()))
                 except (OSError, ValueError):
