@@ -81,6 +81,7 @@ class Peer:
         self.received_upto = 0                # peer side: highest seq received / written
         self.written_upto = 0
         self.acked_upto = 0
+        self.peer_acked_upto = 0              # primary side: highest seq the peer acked
         self.since_barrier = 0
         self.flushes: dict[int, trio.Event] = {}
         self.flush_ok: dict[int, bool] = {}   # answered sync flushes: did the peer's succeed
@@ -222,6 +223,7 @@ class Peer:
     async def _session(self, link: PeerLink) -> None:
         self.link = link
         self.received_upto = self.written_upto = self.acked_upto = 0
+        self.peer_acked_upto = self.seq       # the last session settled every earlier write
         self.dispatching = self.sync_aborted = False
         try:
             await self._session_tasks(link)
@@ -566,7 +568,9 @@ class Peer:
     def _on_data(self, b: dict, data: memoryview) -> None:
         seq = int(b["seq"])
         self.received_upto = seq
-        dev = self._usable_disk()
+        if self.protocol == "B" and not self.link.reader.frame_ready():
+            self._send_acks()       # B: receipt is acknowledged before the write, as in
+        dev = self._usable_disk()   # DRBD (writes received together share one ack)
         if dev is None:
             self.send(Msg.NEG_ACK, {"seq": seq})
             return
@@ -673,6 +677,7 @@ class Peer:
 
     def _acked_upto(self, upto: int, retire: bool) -> None:
         """The peer confirmed every write up to ``upto`` (the transfer log is in seq order)."""
+        self.peer_acked_upto = max(self.peer_acked_upto, upto)
         tl = self.tl
         if retire:
             while tl:
@@ -764,6 +769,12 @@ class Peer:
             if self.since_barrier >= BARRIER_EVERY:
                 self._barrier(sync=False)
         return p
+
+    def alone_in_flight(self, p: Pending) -> bool:
+        """No write before ``p`` still waits for its ack: latency is all that counts then.
+        (B keeps acked writes in the transfer log until the next barrier, so the log's
+        length does not say it.)"""
+        return len(self.tl) == 1 or self.peer_acked_upto >= p.seq - 1
 
     def submit_discard(self, offset: int, length: int) -> Pending:
         self.seq += 1

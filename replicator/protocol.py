@@ -164,6 +164,12 @@ class FrameReader:
     def advance(self, n: int) -> None:
         self.end += n
 
+    def frame_ready(self) -> bool:
+        """Whether a complete frame is buffered (``next_frame`` would return one)."""
+        avail = self.end - self.start
+        return avail >= HEADER_SIZE and avail >= parse_header(
+            self.view[self.start:self.start + HEADER_SIZE]).total
+
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None. Its payload is valid until the next ``space()``."""
         avail = self.end - self.start

@@ -333,3 +333,33 @@ def test_a_peer_that_completes_no_write_is_expelled_after_ko_count(tmp_path: Pat
             n.wait_for(in_sync, timeout=60, what="resynced")
         fail_over_to_node2(c)
         assert verify_on(n2, seed, [0]) == []
+
+
+@pytest.mark.parametrize("proto", ["B", "C"])
+def test_b_completes_a_write_once_node2_has_it_c_once_node2_wrote_it(tmp_path: Path, proto):
+    """node2's disk takes 4 s per write. Under protocol B node1's write returns while
+    node2 is still writing (node2's image holds the old block); under C only afterwards.
+    (Pings far apart: node2's event loop is stuck in the slow write meanwhile.)"""
+    conf = with_net("ping-int 120;").replace("protocol C;", f"protocol {proto};")
+    with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        assert n1.snapshot()["protocol"] == proto
+        block = block_for(os.urandom(8), 0)
+        written = n2.snapshot()["written_kib"]
+        disk.slow("write", 4)
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, block, 0)
+        finally:
+            os.close(fd)
+        with open(disk.image, "rb") as f:
+            on_node2 = f.read(BLOCK)
+        assert (on_node2 == block) == (proto == "C")
+        disk.heal()
+        n2.wait_for(lambda s: s["written_kib"] >= written + 4, what="node2 wrote it")
+        with open(disk.image, "rb") as f:
+            assert f.read(BLOCK) == block
+        for n in c.nodes:
+            assert in_sync(n.snapshot())

@@ -104,6 +104,20 @@ def test_garbage_body_is_a_protocol_error():
         feed(FrameReader(), frame, 4096)
 
 
+def test_frame_ready_says_whether_next_frame_would_return_one():
+    data = wire(encode(Msg.DATA, {"seq": 1}, b"d" * 5000), encode(Msg.PING))
+    for cut, ready in [(0, False), (19, False), (20, False), (len(data) - 21, False),
+                       (len(data) - 20, True)]:
+        reader = FrameReader()
+        reader.space()[:cut] = data[:cut]
+        reader.advance(cut)
+        assert reader.frame_ready() is ready, cut
+    reader.space()[:20] = data[-20:]
+    reader.advance(20)
+    assert reader.next_frame().type == Msg.DATA and reader.frame_ready()
+    assert reader.next_frame().type == Msg.PING and not reader.frame_ready()
+
+
 def test_reader_compacts_and_keeps_going_for_many_frames():
     reader = FrameReader(size=1)
     payload = b"z" * MAX_DATA
