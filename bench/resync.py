@@ -1,8 +1,8 @@
 """Resync numbers between two local nodes: ``python -m bench.resync`` (part of make bench).
 
 - Full sync: node1's data area holds data and node2's zeros (both written out and not
-  cached), `primary --force` on node1 starts the initial sync, unthrottled (``c-plan-ahead 0; resync-rate 4G``); timed until both nodes are
-  UpToDate/UpToDate.
+  cached); ``primary --force`` on node1 starts the initial sync, unthrottled
+  (``c-plan-ahead 0; resync-rate 4G``), timed until both nodes are UpToDate/UpToDate.
 - Bitmap resync: node2 disconnects, node1 writes random 4-64 KiB pieces, node2 reconnects;
   the payload node2 received during the resync (its ``nr_kib``) is compared with the
   dirty 4 KiB blocks node1 wrote.
@@ -33,6 +33,7 @@ class ResyncPair(UdrbdTarget):
     description = "two nodes, unthrottled resync"
     nodes = 2
     disk_opts = "\n  disk { c-plan-ahead 0; resync-rate 4G; }"
+    data_size = 0                     # bytes, once the daemons are up (size_kib)
 
     def snapshot(self, node: str) -> dict:
         with control.Client(str(self.run_dir(node) / "r0.sock"), timeout=10) as c:
@@ -53,8 +54,6 @@ class ResyncPair(UdrbdTarget):
         lines = (self.run_dir(node) / "r0.log").read_text().splitlines()
         found = [ln.partition(" ")[2] for ln in lines if marker in ln]
         return found[-1] if found else "-"
-
-    data_size = 0
 
     def check_identical(self) -> None:
         digests = {n: data_digest(self.disk_image(n), self.data_size) for n in ("node1", "node2")}
@@ -125,9 +124,9 @@ def run(pair: ResyncPair, writes: int) -> list[str]:
     pair.wait_in_sync()
     full_s = time.monotonic() - t0
     pair.check_identical()
-    out.append(f"full sync      {size / 2**20:,.0f} MiB in {full_s:.2f} s: {size / full_s / 1e6:,.0f} MB/s"
-               f" (from primary --force to UpToDate/UpToDate; node2's log: "
-               f"{pair.log_line('node2', 'Resync done')})")
+    out.append(f"full sync      {size / 2**20:,.0f} MiB in {full_s:.2f} s: "
+               f"{size / full_s / 1e6:,.0f} MB/s (from primary --force to UpToDate/UpToDate;"
+               f" node2's log: {pair.log_line('node2', 'Resync done')})")
 
     pair.adm("node2", "disconnect", "r0")
     pair.wait("node1 without its peer", lambda s: s["conn"] != "Connected")
@@ -149,11 +148,14 @@ def run(pair: ResyncPair, writes: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.resync", description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=1 << 30, help="each backing disk, in bytes (1 GiB; the metadata takes ~100 KiB of it)")
+    p.add_argument("--size", type=int, default=1 << 30,
+                   help="each backing disk in bytes (1 GiB; the metadata takes ~100 KiB)")
     p.add_argument("--writes", type=int, default=2000,
                    help="random writes while the peer is away (2000)")
     p.add_argument("--workdir", default=None, help="where images go (default: a tmp dir)")
     args = p.parse_args(argv)
+    if args.writes < 1 or args.size < (64 << 20):
+        p.error("--writes must be at least 1 and --size at least 64 MiB")
     if os.geteuid() != 0:
         print("bench.resync: needs root (FUSE mounts)", file=sys.stderr)
         return 1
