@@ -7,12 +7,14 @@ passes the handshake by echoing the daemon's own PARAMS back.
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from replicator.protocol import PROTOCOL_VERSION, FrameReader, Msg, encode
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node
 
 NO_AUTH = WALKTHROUGH_CONF.replace('cram-hmac-alg sha1;\nshared-secret "secret";\n', "")
 
@@ -51,6 +53,25 @@ class Rogue:
         self.sock.close()
 
 
+@contextmanager
+def node1_and_rogue(tmp_path: Path) -> Iterator[tuple[Node, Rogue]]:
+    """node1 up and listening, and a rogue connected to it from node2's address (not yet
+    through the handshake); everything is undone afterwards, even on failure."""
+    c = Cluster(tmp_path, conf_template=NO_AUTH)
+    rogue = None
+    try:
+        n1 = c.node1
+        n1.drbdadm("create-md", "r0")
+        n1.drbdadm("up", "r0")
+        n1.wait_for(lambda s: s["conn"] == "WFConnection", what="listening")
+        rogue = Rogue(c.port)
+        yield n1, rogue
+    finally:
+        if rogue is not None:
+            rogue.close()
+        c.cleanup()
+
+
 @pytest.mark.parametrize("name, frame", [
     ("write past the end", lambda size: (Msg.DATA, {"seq": 1, "off": size}, b"x" * 4096)),
     ("write at a negative offset", lambda size: (Msg.DATA, {"seq": 1, "off": -4096}, b"x" * 4096)),
@@ -63,14 +84,7 @@ class Rogue:
     ("body of the wrong kind", lambda size: (Msg.FLUSH, [1, 2, 3], None)),
 ])
 def test_a_bad_frame_ends_the_connection_and_touches_nothing(tmp_path: Path, name, frame):
-    c = Cluster(tmp_path, conf_template=NO_AUTH)
-    n1 = c.node1
-    rogue = None
-    try:
-        n1.drbdadm("create-md", "r0")
-        n1.drbdadm("up", "r0")
-        n1.wait_for(lambda s: s["conn"] == "WFConnection", what="listening")
-        rogue = Rogue(c.port)
+    with node1_and_rogue(tmp_path) as (n1, rogue):
         rogue.handshake()
         n1.wait_for(lambda s: s["conn"] == "Connected", what="Connected to the rogue")
         size = n1.snapshot()["size_kib"] * 1024
@@ -86,22 +100,11 @@ def test_a_bad_frame_ends_the_connection_and_touches_nothing(tmp_path: Path, nam
         with open(n1.disk, "rb") as f:
             assert f.read(size) == bytes(size)   # nothing written to the data area
             assert f.read(8192) == beyond        # nor past its end
-    finally:
-        if rogue is not None:
-            rogue.close()
-        c.cleanup()
 
 
 def test_a_peer_of_another_wire_version_is_refused(tmp_path: Path):
     """The payload checksum changed with version 2: an older peer must not get to send data."""
-    c = Cluster(tmp_path, conf_template=NO_AUTH)
-    n1 = c.node1
-    rogue = None
-    try:
-        n1.drbdadm("create-md", "r0")
-        n1.drbdadm("up", "r0")
-        n1.wait_for(lambda s: s["conn"] == "WFConnection", what="listening")
-        rogue = Rogue(c.port)
+    with node1_and_rogue(tmp_path) as (n1, rogue):
         rogue.send(Msg.HELLO, {"v": PROTOCOL_VERSION - 1, "nonce": 1 << 61})
         with pytest.raises(ConnectionError):
             rogue.receive(Msg.HELLO)
@@ -109,7 +112,3 @@ def test_a_peer_of_another_wire_version_is_refused(tmp_path: Path):
                 f" peer supports {PROTOCOL_VERSION - 1}")
         assert want in n1.log_messages()
         assert n1.snapshot()["conn"] == "WFConnection"
-    finally:
-        if rogue is not None:
-            rogue.close()
-        c.cleanup()
