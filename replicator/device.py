@@ -138,9 +138,9 @@ class Device:
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
-                if peer.alone_in_flight(pending):       # latency-bound: one at a time
-                    await poll_briefly(pending.done.is_set, ACK_POLL_NS)
-                await pending.done.wait()
+                if not (peer.alone_in_flight(pending)   # latency-bound: one at a time
+                        and await poll_briefly(pending.done.is_set, ACK_POLL_NS)):
+                    await pending.done.wait()
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
         finally:
