@@ -240,17 +240,9 @@ class Device:
             if not await self.syncer.sync(inline_ok=True):
                 raise pyfuse3.FUSEError(errno.EIO)
             return
-        done: dict[str, bool] = {}
-
-        async def remote() -> None:
-            done["peer"] = await peer.flush()
-
-        async def local() -> None:
-            done["local"] = await self.syncer.sync()
-        async with trio.open_nursery() as nursery:   # local and remote flush in parallel
-            nursery.start_soon(local)
-            nursery.start_soon(remote)
-        if not (done["local"] or done["peer"]):
+        fid = peer.start_flush()        # the FLUSH travels while the local sync runs
+        local_ok = await self.syncer.sync()
+        if not (await peer.flush_done(fid) or local_ok):
             raise pyfuse3.FUSEError(errno.EIO)
 
     async def discard(self, offset: int, length: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import trio
 
+from fuseblk._lowlevel import poll_briefly
 from replicator import handlers, latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
@@ -24,6 +25,10 @@ from replicator.protocol import MAX_DATA, Msg, ProtocolError
 from replicator.states import Conn, Disk, Role
 
 BARRIER_EVERY = 64          # writes between barriers (protocols A and B)
+# An fsync with no write in flight polls for the peer's FLUSH_ACK this long before the event
+# loop sleeps (as a lone write polls for its ack, see device.ACK_POLL_NS). Measured
+# (alternated, protocol C, sync write 4k): plain loop +17 %, direct-io loop the same.
+FLUSH_ACK_POLL_NS = 250_000
 
 # conn states in which application writes are mirrored
 MIRRORING = frozenset({Conn.Connected, Conn.StartingSyncS, Conn.StartingSyncT, Conn.WFBitMapS,
@@ -224,7 +229,8 @@ class Peer:
         self.link = link
         self.received_upto = self.written_upto = self.acked_upto = 0
         self.peer_acked_upto = self.seq       # the last session settled every earlier write
-        self.dispatching = self.sync_aborted = False
+        self.dispatching = self.sync_aborted = self.data_received = False
+        self.flushes_queued = 0
         try:
             await self._session_tasks(link)
         except BaseExceptionGroup as group:
@@ -252,8 +258,9 @@ class Peer:
                 if frame is None:
                     self._send_acks()             # everything received so far is handled
                     dev = self._usable_disk()
-                    if dev is not None:           # an fsync-heavy Primary flushes next
-                        dev.syncer.anticipate(nursery)
+                    if dev is not None and self.data_received:   # writes came in: an
+                        dev.syncer.anticipate(nursery)          # fsync-heavy Primary flushes next
+                    self.data_received = False
                 else:
                     self.dispatching = True        # (a handler script may take its time)
                     await self._dispatch(frame)
@@ -507,9 +514,17 @@ class Peer:
                 p.lost = True
                 p.retire()
         elif t == Msg.FLUSH:         # covers every write received before it: note how far
+            # answered at once when nothing is queued and no sync is needed (a barrier, or
+            # the writes are durable already: an anticipated fdatasync covered them)
             dev = self._usable_disk()
-            self.flush_requests.send_nowait((int(b["id"]), int(b["upto"]), bool(b.get("sync")),
-                                             dev, dev.syncer.generation if dev else 0))
+            fid, upto, sync = int(b["id"]), int(b["upto"]), bool(b.get("sync"))
+            generation = dev.syncer.generation if dev else 0
+            if not self.flushes_queued and (not sync or (
+                    dev is not None and dev.syncer.already_durable(generation))):
+                self.send(Msg.FLUSH_ACK, {"id": fid, "upto": upto, "ok": True})
+            else:
+                self.flushes_queued += 1
+                self.flush_requests.send_nowait((fid, upto, sync, dev, generation))
         elif t == Msg.FLUSH_ACK:
             self._on_flush_ack(b)
         elif t == Msg.PING:
@@ -568,6 +583,7 @@ class Peer:
     def _on_data(self, b: dict, data: memoryview) -> None:
         seq = int(b["seq"])
         self.received_upto = seq
+        self.data_received = True
         if self.protocol == "B" and not self.link.reader.frame_ready():
             self._send_acks()       # B: receipt is acknowledged before the write, as in
         dev = self._usable_disk()   # DRBD (writes received together share one ack)
@@ -642,11 +658,13 @@ class Peer:
 
     async def _flush_worker(self, requests: Any) -> None:
         """Answer FLUSH barriers in order, off the frame loop: an fdatasync of a busy disk
-        can take seconds, and the frame loop must go on answering pings meanwhile."""
+        can take seconds, and the frame loop must go on answering pings meanwhile. (The
+        frame loop answers one itself only while nothing waits here.)"""
         async for fid, upto, sync, dev, generation in requests:
             ok = not sync
             if sync and dev is not None and dev is self._usable_disk():
                 ok = await dev.syncer.sync(generation)   # (on failure: io_error detached)
+            self.flushes_queued -= 1
             self.send(Msg.FLUSH_ACK, {"id": fid, "upto": upto, "ok": ok})
 
     def _on_flush_ack(self, b: dict) -> None:
@@ -801,15 +819,29 @@ class Peer:
         """Round trip that returns once the peer has everything before it on stable
         storage: True if it has, False if it could not say so (no connection, the link
         dropped, its flush failed)."""
+        return await self.flush_done(self.start_flush())
+
+    def start_flush(self) -> int | None:
+        """Send a FLUSH now; its id for :meth:`flush_done` (None: not connected)."""
         if not self.mirroring():
-            return False
+            return None
         try:
-            ev = self._barrier(sync=True)
+            self._barrier(sync=True)
         except LinkClosed:
+            return None
+        self.flush_ok[self.flush_id] = False      # until the peer says otherwise
+        return self.flush_id
+
+    async def flush_done(self, fid: int | None) -> bool:
+        """Wait for the answer to :meth:`start_flush`'s FLUSH: did the peer's flush succeed."""
+        if fid is None:
             return False
-        fid = self.flush_id
-        self.flush_ok[fid] = False            # until the peer says otherwise
-        await ev.wait()
+        ev = self.flushes.get(fid)
+        if ev is None:
+            pass                                  # answered already
+        elif not (self.peer_acked_upto >= self.seq    # nothing else in flight: poll
+                  and await poll_briefly(ev.is_set, FLUSH_ACK_POLL_NS)):
+            await ev.wait()
         return self.flush_ok.pop(fid, False)
 
     def barrier_now(self) -> None:

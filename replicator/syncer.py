@@ -64,8 +64,7 @@ class Syncer:
         if an fdatasync failed. ``inline_ok``: nobody else waits on this event loop, so a
         small sync may block it rather than pay for a worker thread."""
         target = self.generation if upto is None else upto
-        self._fsync_heavy = self._since_flush <= ANTICIPATE_GAP
-        self._since_flush = 0
+        self._flush_requested()
         while self.durable < target:
             run = self._running
             if run is None:
@@ -77,6 +76,18 @@ class Syncer:
                 return run.ok
             # that one began before our writes (or never ran): the next one covers them
         return True
+
+    def already_durable(self, upto: int) -> bool:
+        """``sync(upto)`` without waiting: True if every write up to ``upto`` is on stable
+        storage already (counted as a flush, as sync() would)."""
+        if self.durable < upto:
+            return False
+        self._flush_requested()
+        return True
+
+    def _flush_requested(self) -> None:
+        self._fsync_heavy = self._since_flush <= ANTICIPATE_GAP
+        self._since_flush = 0
 
     async def quiesce(self) -> None:
         """Wait until no fdatasync is running (before the file is closed)."""

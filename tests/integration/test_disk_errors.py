@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,6 +178,22 @@ def test_standalone_write_error_reaches_the_application(tmp_path: Path, policy: 
             assert (tmp_path / "called").exists()
         else:
             assert not in_log(n1, "local-io-error") and not (tmp_path / "called").exists()
+
+
+def test_an_fsync_returns_once_node2_synced_the_writes_before_it(tmp_path: Path):
+    """node2 answers a FLUSH at once when an fdatasync it started on its own (after the
+    write arrived) has finished; while that one still runs, the answer waits for it."""
+    with faulty_cluster(tmp_path, "node2") as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        write_blocks(n1, os.urandom(8), [0])      # a write, an fsync: fsync-heavy now
+        disk.slow("fsync", 3)
+        start = time.monotonic()
+        write_blocks(n1, os.urandom(8), [BLOCK])  # node2's fdatasync of it takes 3 s
+        assert time.monotonic() - start >= 3
+        for n in c.nodes:
+            assert in_sync(n.snapshot())
 
 
 def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path):

@@ -146,6 +146,27 @@ def test_anticipation_only_for_fsync_heavy_writers(fake):
     trio.run(main)
 
 
+def test_already_durable_answers_without_io_and_counts_as_a_flush(fake):
+    """The peer's FLUSH found the writes synced by the anticipated fdatasync: answered
+    without I/O, and the workload still counts as fsync-heavy for the next writes."""
+    f, fd = fake
+
+    async def main() -> None:
+        s, _ = make(fd)
+        await s.sync()
+        s.wrote(4096)
+        assert not s.already_durable(s.generation)     # not synced yet
+        assert await s.sync() and f.calls == 2         # one write per flush: fsync-heavy
+        async with trio.open_nursery() as n:
+            for i in range(S.ANTICIPATE_GAP + 3):
+                s.wrote(4096)
+                s.anticipate(n)
+                await s.quiesce()
+                assert s.already_durable(s.generation)
+        assert s.anticipated == S.ANTICIPATE_GAP + 3 and f.calls == 2 + s.anticipated
+    trio.run(main)
+
+
 def test_a_cancelled_sync_does_not_count(fake):
     f, fd = fake
 
