@@ -135,6 +135,8 @@ class Device:
             local_ok = self._write_local(offset, data)
             if local_ok:
                 self.syncer.wrote(length)
+                if pending is not None:     # an fsync-heavy writer: the local sync runs
+                    self.syncer.anticipate(self.resource.nursery)   # while the peer acks
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
@@ -148,8 +150,6 @@ class Device:
                 self._al_end(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
-        if pending is not None:     # mirrored: the local sync runs while the FLUSH travels
-            self.syncer.anticipate(self.resource.nursery)   # (once this reply is out)
         return length
 
     def _write_local(self, offset: int, data: bytes | memoryview) -> bool:

@@ -6,8 +6,9 @@ them is joined, otherwise one more is started. Concurrent callers share one fdat
 
 Anticipation: when the workload fsyncs after (almost) every write, as databases and
 ``O_DSYNC`` writers do, ``anticipate()`` starts the fdatasync as soon as the writes go
-quiet. It runs while the application is still on its way to its fsync, and that fsync
-then finds its data already on stable storage or nearly there. It only runs when the
+quiet (a mirrored write on the Primary: once it is on the local disk, while the peer's
+ack is on its way). It runs while the application is still on its way to its fsync, and
+that fsync then finds its data already on stable storage or nearly there. It only runs when the
 last flush came within ``ANTICIPATE_GAP`` writes of the one before, and never more than
 once per ``ANTICIPATE_GAP`` writes without a flush: a buffered workload does not pay.
 
