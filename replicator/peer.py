@@ -779,7 +779,7 @@ class Peer:
         latency.submitted(self, p)
         done = p.done if self.protocol == "A" else latency.SENT
         # alone in flight: send now; among others: one sendmsg for all queued by then
-        batch = len(self.tl) > 1
+        batch = not self.alone_in_flight(p)
         self.send(Msg.DATA, {"seq": p.seq, "off": offset}, data, done, batch)
         self.ns_kib += len(data) >> 10
         if self.protocol != "C":
