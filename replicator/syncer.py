@@ -8,9 +8,10 @@ Anticipation: when the workload fsyncs after (almost) every write, as databases 
 ``O_DSYNC`` writers do, ``anticipate()`` starts the fdatasync as soon as the writes go
 quiet (a mirrored write on the Primary: once it is on the local disk, while the peer's
 ack is on its way). It runs while the application is still on its way to its fsync, and
-that fsync then finds its data already on stable storage or nearly there. It only runs when the
-last flush came within ``ANTICIPATE_GAP`` writes of the one before, and never more than
-once per ``ANTICIPATE_GAP`` writes without a flush: a buffered workload does not pay.
+that fsync then finds its data already on stable storage or nearly there. It only runs
+when the last flush came within ``ANTICIPATE_GAP`` writes of the one before, and never
+more than once per ``ANTICIPATE_GAP`` writes without a flush: a buffered workload does
+not pay.
 
 Everything here runs on the trio thread. The fdatasync itself runs inline (small ones,
 when nobody else waits on the loop), in the kernel through native AIO

@@ -158,7 +158,7 @@ def test_already_durable_answers_without_io_and_counts_as_a_flush(fake):
         assert not s.already_durable(s.generation)     # not synced yet
         assert await s.sync() and f.calls == 2         # one write per flush: fsync-heavy
         async with trio.open_nursery() as n:
-            for i in range(S.ANTICIPATE_GAP + 3):
+            for _ in range(S.ANTICIPATE_GAP + 3):
                 s.wrote(4096)
                 s.anticipate(n)
                 await s.quiesce()
