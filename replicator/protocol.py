@@ -164,19 +164,22 @@ class FrameReader:
     def advance(self, n: int) -> None:
         self.end += n
 
-    def frame_ready(self) -> bool:
-        """Whether a complete frame is buffered (``next_frame`` would return one)."""
-        avail = self.end - self.start
-        return avail >= HEADER_SIZE and avail >= parse_header(
-            self.view[self.start:self.start + HEADER_SIZE]).total
-
-    def next_frame(self) -> Frame | None:
-        """The next complete frame, or None. Its payload is valid until the next ``space()``."""
+    def _complete_header(self) -> Header | None:
+        """The next frame's header if the whole frame is buffered, else None."""
         avail = self.end - self.start
         if avail < HEADER_SIZE:
             return None
         head = parse_header(self.view[self.start:self.start + HEADER_SIZE])
-        if avail < head.total:
+        return head if avail >= head.total else None
+
+    def frame_ready(self) -> bool:
+        """Whether a complete frame is buffered (``next_frame`` would return one)."""
+        return self._complete_header() is not None
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None. Its payload is valid until the next ``space()``."""
+        head = self._complete_header()
+        if head is None:
             return None
         b0 = self.start + HEADER_SIZE
         d0 = b0 + head.body_len
