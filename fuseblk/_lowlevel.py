@@ -429,6 +429,13 @@ async def poll_briefly(ready: Callable[[], bool], budget_ns: int) -> bool:
     return True
 
 
+async def wait_polling(event: trio.Event, budget_ns: int) -> None:
+    """``event.wait()``, polling for the event up to ``budget_ns`` first (0: no poll); once
+    the poll saw it set, no further pass through trio's scheduler."""
+    if not (budget_ns and await poll_briefly(event.is_set, budget_ns)):
+        await event.wait()
+
+
 def remove_fast_wait() -> None:
     current = getattr(pyfuse3, "_wait_fuse_readable", None)
     if getattr(current, "udrbd_fast", False):

@@ -17,7 +17,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from fuseblk._lowlevel import poll_briefly
+from fuseblk._lowlevel import wait_polling
 from fuseblk.file_engine import punch_hole
 from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
@@ -140,9 +140,8 @@ class Device:
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
-                if not (peer.alone_in_flight(pending)   # latency-bound: one at a time
-                        and await poll_briefly(pending.done.is_set, ACK_POLL_NS)):
-                    await pending.done.wait()
+                alone = peer.alone_in_flight(pending)   # latency-bound: one at a time
+                await wait_polling(pending.done, ACK_POLL_NS if alone else 0)
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
         finally:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import trio
 
-from fuseblk._lowlevel import poll_briefly
+from fuseblk._lowlevel import wait_polling
 from replicator import handlers, latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
@@ -836,12 +836,10 @@ class Peer:
         """Wait for the answer to :meth:`start_flush`'s FLUSH: did the peer's flush succeed."""
         if fid is None:
             return False
-        ev = self.flushes.get(fid)
-        if ev is None:
-            pass                                  # answered already
-        elif not (self.peer_acked_upto >= self.seq    # nothing else in flight: poll
-                  and await poll_briefly(ev.is_set, FLUSH_ACK_POLL_NS)):
-            await ev.wait()
+        ev = self.flushes.get(fid)                # (None: answered already)
+        if ev is not None:
+            alone = self.peer_acked_upto >= self.seq    # no write in flight: poll
+            await wait_polling(ev, FLUSH_ACK_POLL_NS if alone else 0)
         return self.flush_ok.pop(fid, False)
 
     def barrier_now(self) -> None:
