@@ -31,8 +31,9 @@ Contract (what fuseblk guarantees the engine, and what it expects back):
 * ``discard(offset, length)``: afterwards the range reads as zeros. Both
   ``fallocate(PUNCH_HOLE|KEEP_SIZE)`` (a loop device's discard, ``blkdiscard``, ``fstrim``,
   mke2fs's discard pass) and ``fallocate(ZERO_RANGE)`` (a loop device's write-zeroes) map to it.
-* ``may_open(writable)`` returns 0 to allow an ``open(2)`` or an errno to refuse it (DRBD:
-  ``EMEDIUMTYPE`` for a writable open on a Secondary). ``opened(writable)`` follows
+* ``may_open(writable)`` returns 0 to allow an ``open(2)`` or an errno to refuse it (DRBD
+  8.4 on a Secondary: ``EROFS`` for a writable open, ``EMEDIUMTYPE`` for a read-only one).
+  ``opened(writable)`` follows
   every successful open and ``released(writable)`` every final close of that open file
   description, so the engine can keep the open count ("Device is held open by someone").
   These three are plain (non-async) calls made on the trio thread; keep them quick.

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from replicator import control, snapshot
+from replicator import control, rundir, snapshot
 from replicator.states import Conn, Disk, Role
 
 Reply = dict[str, Any]
@@ -31,7 +31,7 @@ ERR_DISK_CONFIGURED = (124, "Device is attached to a disk (use detach first)")
 ERR_NET_CONFIGURED = (125, "Device has a net-config (use disconnect first)")
 ERR_MINOR_INVALID = (127, "Device minor not allocated")
 ERR_NO_DISK = (138, "Device does not have a disk-config")
-ERR_MINOR_EXISTS = (161, "Device minor already exists")
+ERR_MINOR_EXISTS = (161, "Minor or volume exists already (delete it first)")
 ERR_INVALID_REQUEST = (162, "Invalid configuration request")
 ERR_INVALID_DISK_OPTION = (126, "UnknownMandatoryTag")
 ERR_MD_UNCLEAN = (165, "Found unclean meta data. Did you \"drbdadm apply-al\"?")
@@ -94,12 +94,12 @@ async def _new_minor(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     minor, device = int(args["minor"]), str(args["device"])
     if res.minor is not None:
-        if res.minor == minor and res.device_path == device:
-            return ok()
         return failure(str(minor), ERR_MINOR_EXISTS,
-                       "udrbd supports one volume per resource")
+                       "" if res.minor == minor else "udrbd supports one volume per resource")
     res.minor, res.volume_nr, res.device_path = minor, int(args.get("volume", 0)), device
     daemon.log.minor = minor
+    with open(rundir.device_record_path(daemon.name), "w") as f:
+        f.write(f"{minor} {device}\n")
     return ok()
 
 
@@ -120,6 +120,44 @@ async def _attach(daemon: Any, args: dict) -> Reply:
     if res.peer is not None:
         res.peer.renegotiate()
     return ok()
+
+
+@handler("disk-options")
+async def _disk_options(daemon: Any, args: dict) -> Reply:
+    """``drbdsetup disk-options MINOR [--set-defaults] [--opt=value ...]``: change the disk
+    options of an attached disk; without --set-defaults the others keep their values."""
+    from replicator.settings import OptionError, disk_options
+    obj, err = check_minor(daemon, args)
+    if err:
+        return err
+    dev = daemon.resource.device
+    if dev is None:
+        return failure(obj, ERR_NO_DISK)
+    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
+    reset = bool(given.pop("set-defaults", False))
+    merged = given if reset else {**dev.attach_args["given"], **given}
+    try:
+        opts = disk_options(merged)
+    except OptionError as e:
+        return failure(obj, ERR_INVALID_REQUEST, str(e))
+    if opts["al-extents"] != dev.disk_opts["al-extents"]:
+        daemon.log.device(f"al-extents {opts['al-extents']} takes effect at the next attach")
+    dev.disk_opts, dev.fencing = opts, opts["fencing"]     # the resync controller and the
+    dev.attach_args["given"] = merged                      # I/O error policy read them live
+    return ok()
+
+
+@handler("running-config")
+async def _running_config(daemon: Any, args: dict) -> Reply:
+    """What ``drbdadm adjust`` compares with drbd.conf: the attached disk and the network
+    configuration, with the options as they were given."""
+    res = daemon.resource
+    dev = res.device
+    disk = None if dev is None else {k: dev.attach_args[k] for k in
+                                     ("disk", "meta_disk", "meta_index", "given")}
+    net = None if res.net is None else {"local": res.net["_local"], "peer": res.net["_peer"],
+                                        "given": dict(getattr(res, "net_given", {}))}
+    return {**ok(), "minor": res.minor, "disk": disk, "net": net}
 
 
 @handler("detach")

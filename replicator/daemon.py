@@ -90,7 +90,8 @@ class Daemon:
                 await commands.shutdown(self)
                 nursery.cancel_scope.cancel()
         finally:
-            for leftover in (path, rundir.pid_path(self.name)):
+            for leftover in (path, rundir.pid_path(self.name),
+                             rundir.device_record_path(self.name)):
                 try:
                     os.unlink(leftover)
                 except FileNotFoundError:

@@ -267,8 +267,8 @@ class Device:
 
     def may_open(self, writable: bool) -> int:
         s = self.resource.state
-        if s.role != Role.Primary:
-            return errno.EMEDIUMTYPE          # DRBD 8.4: no opens on a Secondary
+        if s.role != Role.Primary:            # 8.4's drbd_open: EROFS for a writable
+            return errno.EROFS if writable else errno.EMEDIUMTYPE      # open, else EMEDIUMTYPE
         if s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate:
             return errno.ENODATA
         return 0

@@ -239,13 +239,17 @@ class Resync:
             size = self.dev.size()
             alg = self.peer.opts["csums-alg"]
             window = max(self.peer.opts["max-buffers"] // 2, 16) * 4096
-            ctl = rs_controller.controller(self.dev.disk_opts)
+            opts = self.dev.disk_opts
+            ctl = rs_controller.controller(opts)
             budget, next_step, pos = 0, 0.0, 0
             while True:
                 while self.res.state.user_isp or self.res.state.peer_isp:
                     await trio.sleep(0.1)
                 now = time.monotonic()
                 if now >= next_step:                 # a new step: leftover budget expires
+                    if self.dev.disk_opts is not opts:        # disk-options / adjust changed
+                        opts = self.dev.disk_opts             # the rate
+                        ctl = rs_controller.controller(opts)
                     budget = ctl.step(self.returned_sectors, self.inflight_bytes // 512) * 512
                     self.returned_sectors = 0
                     self.want_kib = budget // 1024 * 10

@@ -31,10 +31,64 @@ def proc_path() -> str:
     return os.path.join(run_dir(), "proc")
 
 
-def running_resources() -> list[str]:
-    """Names of the resources whose daemon has a control socket in the run directory."""
+def device_record_path(resource: str) -> str:
+    """``MINOR DEVICE-PATH``, written at new-minor: what to clean up if the daemon dies."""
+    return os.path.join(run_dir(), f"{resource}.device")
+
+
+def daemon_pid(resource: str) -> int | None:
     try:
-        names = os.listdir(run_dir())
+        with open(pid_path(resource)) as f:
+            return int(f.readline())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_daemon(pid: int) -> bool:
+    """A live resource daemon (not just any process that reused the pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"replicator.daemon" in f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+
+
+def _names_with(suffix: str) -> set[str]:
+    try:
+        return {n[:-len(suffix)] for n in os.listdir(run_dir()) if n.endswith(suffix)}
     except FileNotFoundError:
-        return []
-    return sorted(n[:-5] for n in names if n.endswith(".sock"))
+        return set()
+
+
+def dead_resources() -> list[str]:
+    """Resources whose daemon died without cleaning up (kill -9, a crash): its pid file
+    names a process that is gone."""
+    return sorted(n for n in _names_with(".pid") if not _is_daemon(daemon_pid(n) or 0))
+
+
+def running_resources() -> list[str]:
+    """Names of the resources whose daemon has a control socket in the run directory and is
+    alive (one that is still starting has no pid file yet)."""
+    dead = set(dead_resources())
+    return sorted(_names_with(".sock") - dead)
+
+
+def device_record(resource: str) -> tuple[int, str] | None:
+    try:
+        with open(device_record_path(resource)) as f:
+            minor, path = f.readline().rstrip("\n").split(" ", 1)
+        return int(minor), path
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def dead_minor(minor: int) -> str | None:
+    """The dead resource that had ``minor``."""
+    return next((r for r in dead_resources() if (device_record(r) or (None,))[0] == minor),
+                None)
+
+
+def gone_message(resource: str) -> str:
+    return (f"{resource}: the resource daemon (pid {daemon_pid(resource)}) is gone; "
+            f"'drbdadm down {resource}' cleans up after it, 'drbdadm up {resource}' "
+            "starts it again")

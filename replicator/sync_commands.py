@@ -10,7 +10,8 @@ from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
                                  state_failure)
 from replicator.protocol import Msg
-from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, Conn, Disk, StateError)
+from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, Conn, Disk, Role,
+                               StateError)
 
 ERR_PAUSE_IS_SET = (134, "Resync pause flag is already set")
 ERR_PAUSE_IS_CLEAR = (135, "Resync pause flag is already cleared")
@@ -33,7 +34,8 @@ def _target(daemon: Any, args: dict) -> tuple[str, Any, Reply | None]:
 
 @handler("invalidate")
 async def _invalidate(daemon: Any, args: dict) -> Reply:
-    """This node's data is thrown away: full sync from the peer (or just Inconsistent)."""
+    """This node's data is thrown away: full sync from the peer, or, on a StandAlone
+    Secondary only (as 8.4's drbd_adm_invalidate), just Inconsistent with every bit set."""
     obj, res, err = _target(daemon, args)
     if err:
         return err
@@ -49,6 +51,8 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
         return ok()
     if res.state.conn > Conn.Connected:
         return state_failure(obj, -8, "Can not start OV/resync since it is already active")
+    if res.state.conn != Conn.StandAlone or res.state.role != Role.Secondary:
+        return state_failure(obj, *NEED_CONNECTION)      # 8.4 asks for StartingSyncT
     res.device.bitmap.set_all()
     res.change("device", disk=Disk.Inconsistent)
     return ok()

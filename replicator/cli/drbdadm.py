@@ -26,7 +26,7 @@ GENERAL OPTIONS:
   --dry-run (-d), --verbose (-v), --config-file=FILE (-c FILE)
 
 COMMANDS:
- attach  detach  connect  disconnect  up  down  primary  secondary  adjust
+ attach  detach  disk-options  connect  disconnect  up  down  primary  secondary  adjust
  role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
@@ -75,6 +75,8 @@ def parse_args(argv: list[str]) -> Invocation:
             inv.config_path = a.split("=", 1)[1]
         elif a.startswith("-c") and len(a) > 2:
             inv.config_path = a[2:]
+        elif a == "--force" and not inv.command:     # drbdadm-84 takes it before the command
+            inv.backend.append(a)
         elif a == "--":
             i += 1
             while i < len(argv) and argv[i].startswith("-"):
@@ -242,10 +244,66 @@ def do_down(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_adjust(p: Planner, res: Resource, inv: Invocation) -> int:
-    if not inv.dry_run and is_running(res.name):
-        return 0  # the running resource matches its configuration (options are set at up)
-    return run_steps(p.new_resource(res) + p.new_minor(res) + p.attach(res) + p.connect(res),
+    """Bring the resource to what drbd.conf says: everything when it is down; when it runs,
+    only the differences (8.4 diffs ``drbdsetup show`` against the file)."""
+    if not is_running(res.name):
+        return run_steps(p.new_resource(res) + p.new_minor(res) + p.attach(res)
+                         + p.connect(res), inv.dry_run)
+    from replicator.cli import drbdsetup
+    return run_steps(adjust_steps(p, res, drbdsetup.call(res.name, "running-config")),
                      inv.dry_run)
+
+
+def _given(words: list[str]) -> dict:
+    from replicator.cli.drbdsetup import parse_options
+    return {k: v for k, v in parse_options(words)[1].items() if not k.startswith("_")}
+
+
+def _same_options(typed: Callable[[dict], dict], running: dict, wanted: dict) -> bool:
+    from replicator.settings import OptionError
+    try:
+        return typed(running) == typed(wanted)
+    except OptionError:
+        return False
+
+
+def adjust_steps(p: Planner, res: Resource, running: dict) -> list[Step]:
+    """The drbdsetup calls that take a running resource from ``running`` (the daemon's
+    running-config) to the configuration. A changed disk or meta-disk is detached and
+    attached again, changed disk options are set live, and a changed network configuration
+    reconnects (8.4 changes most net options on the live connection)."""
+    from replicator.settings import disk_options, net_options
+    steps: list[Step] = []
+    vol = p.volumes(res)[0]
+    if running.get("minor") is None:
+        steps += p.new_minor(res)
+    disk = running.get("disk")
+    attach = [s for s in p.attach(res) if s.argv[0] == "attach"]
+    detach = Step("drbdsetup", ["detach", str(vol.minor)])
+    if not attach:
+        steps += [detach] if disk else []
+    elif disk is None:
+        steps += p.attach(res)
+    elif [disk["disk"], disk["meta_disk"], str(disk["meta_index"])] != attach[0].argv[2:5]:
+        steps += [detach, *p.attach(res)]
+    elif not _same_options(disk_options, disk["given"], _given(attach[0].argv[5:])):
+        steps.append(Step("drbdsetup", ["disk-options", str(vol.minor), "--set-defaults",
+                                        *attach[0].argv[5:]]))
+    net, connect = running.get("net"), p.connect(res)
+    disconnect = Step("drbdsetup", ["disconnect", res.name])
+    if not connect:
+        steps += [disconnect] if net else []
+    elif net is None:
+        steps += connect
+    elif ([net["local"], net["peer"]] != connect[0].argv[2:4]
+          or not _same_options(net_options, net["given"], _given(connect[0].argv[4:]))):
+        steps += [disconnect, *connect]
+    return steps
+
+
+def do_disk_options(p: Planner, res: Resource, inv: Invocation) -> int:
+    """8.4: only the options given on the command line (``disk-options --resync-rate=..``)."""
+    return run_steps(p.minor_steps(res, "disk-options", inv.backend), inv.dry_run)
 
 
 def do_attach(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -274,6 +332,9 @@ def minor_cmd(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
 
 def state_query(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        if not inv.dry_run and res.name in rundir.dead_resources():
+            print(rundir.gone_message(res.name), file=sys.stderr)
+            return 10
         if not inv.dry_run and not is_running(res.name):
             for _ in p.volumes(res):
                 print("Unconfigured")
@@ -301,7 +362,7 @@ def online_or_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
 
 
 def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
-    if not any("/" in t for t in inv.targets):
+    if not any("/" in t or t.startswith("minor-") for t in inv.targets):
         print("new-current-uuid requires a specific volume id, but none is specified.\n"
               f"Try 'new-current-uuid minor-<minor_number>' or 'new-current-uuid {res.name}/<vnr>'",
               file=sys.stderr)
@@ -378,12 +439,9 @@ def wait_con_int(p: Planner, resources: list[Resource], inv: Invocation) -> int:
 
 
 def offline_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
-    """Metadata commands that need the resource down (drbdmeta owns the bytes then)."""
+    """Metadata commands: drbdmeta refuses to modify a disk that a daemon has attached
+    (``Device 'N' is configured!``, exit 20, which drbdadm reports and returns)."""
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
-        if not inv.dry_run and is_running(res.name) and cmd not in ("show-gi", "get-gi", "dump-md"):
-            minor = p.volumes(res)[0].minor
-            print(f"Device '{minor}' is configured!", file=sys.stderr)
-            return 20
         return run_steps(p.meta_steps(res, cmd, force=_force(inv)), inv.dry_run)
     return run
 
@@ -393,6 +451,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "down": do_down,
     "adjust": do_adjust,
     "attach": do_attach,
+    "disk-options": do_disk_options,
     "detach": minor_cmd("detach"),
     "connect": do_connect,
     "disconnect": do_disconnect,
@@ -453,9 +512,18 @@ def select(cfg: Config, node: str, targets: list[str], command: str = "") -> lis
         return list(cfg.resources_for(node))
     out = []
     for t in targets:
-        name = t.split("/")[0]
+        if t.startswith("minor-"):
+            res = next((r for r in cfg.resources_for(node)
+                        for v in r.host_for(node).volumes if f"minor-{v.minor}" == t), None)
+            if res is None:
+                raise Usage(f"'{t}' not defined in your config (for this host).")
+            out.append(res)
+            continue
+        name, slash, vnr = t.partition("/")
         res = cfg.resource(name)
-        res.host_for(node)        # raises NotForThisHost
+        host = res.host_for(node)        # raises NotForThisHost
+        if slash and not any(str(v.vnr) == vnr for v in host.volumes):
+            raise Usage(f"'{t}' not defined in your config (for this host).")
         out.append(res)
     return out
 
@@ -486,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         if inv.command == "wait-con-int":
             return wait_con_int(Planner(cfg, node, inv.backend),
                                 list(cfg.resources_for(node)), inv)
+        if inv.command == "state":
+            print("'drbdadm state' is deprecated, use 'drbdadm role' instead.", file=sys.stderr)
+            inv.command = "role"
         fn = RESOURCE_COMMANDS.get(inv.command)
         if fn is None:
             print(f"drbdadm: Unknown command '{inv.command}'", file=sys.stderr)
@@ -501,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     for res in resources:
         try:
-            fn(planner, res, inv)
+            rc = fn(planner, res, inv) or rc
         except Failed as e:
             rc = e.rc
         except ConfigError as e:          # incl. NotForThisHost

@@ -4,6 +4,7 @@
     drbdsetup new-minor RES MINOR VNR --device=PATH     (udrbd: where the FUSE device goes)
     drbdsetup attach MINOR LOWER_DEV META_DEV META_IDX [--disk-option=VALUE ...]
     drbdsetup detach MINOR
+    drbdsetup disk-options MINOR [--set-defaults] [--disk-option=VALUE ...]
     drbdsetup connect RES LOCAL_ADDR PEER_ADDR [--net-option=VALUE ...]
     drbdsetup disconnect RES | LOCAL_ADDR PEER_ADDR
     drbdsetup primary MINOR [--force|--overwrite-data-of-peer]
@@ -18,6 +19,7 @@ drbdsetup knows no configuration file: drbdadm turns drbd.conf into these calls.
 """
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -89,9 +91,32 @@ def _minor_arg(word: str) -> int:
 
 def _resource_or_fail(res: str) -> int:
     if res not in rundir.running_resources():
-        print(f"{res}: No such resource", file=sys.stderr)
+        print(rundir.gone_message(res) if res in rundir.dead_resources()
+              else f"{res}: No such resource", file=sys.stderr)
         return 10
     return 0
+
+
+def _clean_up_after(res: str) -> None:
+    """What a daemon killed with -9 left behind: its FUSE mount (the server is gone, so
+    every access fails with ENOTCONN), its /proc part, socket, pid and device records."""
+    from fuseblk.mount import unmount
+    from replicator import procfile
+    record = rundir.device_record(res)
+    if record is not None:
+        minor, device = record
+        try:
+            os.stat(device)
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                unmount(device)
+        procfile.publish(None, None, old_minor=minor)
+    for path in (rundir.socket_path(res), rundir.device_record_path(res),
+                 rundir.pid_path(res)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _minor_target(word: str) -> tuple[int, str | None]:
@@ -100,7 +125,9 @@ def _minor_target(word: str) -> tuple[int, str | None]:
 
 
 def _minor_not_allocated(minor: int) -> int:
-    print(f"{minor}: Failure: (127) Device minor not allocated", file=sys.stderr)
+    dead = rundir.dead_minor(minor)
+    print(rundir.gone_message(dead) if dead else
+          f"{minor}: Failure: (127) Device minor not allocated", file=sys.stderr)
     return 10
 
 
@@ -114,6 +141,8 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
             return 0  # exists already: as the kernel, not an error
         except control.ControlError:
             os.unlink(rundir.socket_path(res))  # stale socket of a dead daemon
+    if res in rundir.dead_resources():
+        _clean_up_after(res)
     rundir.ensure_run_dir()
     log = open(rundir.log_path(res)[:-4] + ".err", "ab")     # tracebacks, never DRBD lines
     proc = subprocess.Popen([sys.executable, "-m", "replicator.daemon", res],
@@ -152,6 +181,14 @@ def cmd_attach(args: list[str], opts: dict) -> int:
     idx = args[3]
     return _emit(call(res, "attach", minor=minor, disk=args[1], meta_disk=args[2],
                       meta_index=idx, options=opts))
+
+
+def cmd_disk_options(args: list[str], opts: dict) -> int:
+    _need(args, 1, "disk-options MINOR [--set-defaults] [options]")
+    minor, res = _minor_target(args[0])
+    if res is None:
+        return _minor_not_allocated(minor)
+    return _emit(call(res, "disk-options", minor=minor, options=opts))
 
 
 def cmd_minor_simple(cmd: str) -> Any:
@@ -194,6 +231,11 @@ def cmd_disconnect(args: list[str], opts: dict) -> int:
 def cmd_down(args: list[str], opts: dict) -> int:
     _need(args, 1, "down RESOURCE")
     res = args[0]
+    if res in rundir.dead_resources():
+        print(f"{res}: the resource daemon (pid {rundir.daemon_pid(res)}) was gone; "
+              "cleaned up after it", file=sys.stderr)
+        _clean_up_after(res)
+        return 0
     if res not in rundir.running_resources():
         return 0  # nothing to take down: as drbdsetup-84
     try:
@@ -224,6 +266,8 @@ def _selected(args: list[str]) -> list[str] | None:
     names = rundir.running_resources()
     if not args or args[0] == "all":
         return names
+    if args[0] in rundir.dead_resources():
+        return []
     return [args[0]] if args[0] in names else None
 
 
@@ -255,9 +299,13 @@ def cmd_status(args: list[str], opts: dict) -> int:
     if selected is None:
         print(f"{args[0]}: No such resource", file=sys.stderr)
         return 10
+    dead = [r for r in rundir.dead_resources() if not args or args[0] in ("all", r)]
+    for res in dead:
+        print(rundir.gone_message(res), file=sys.stderr)
     if not selected and (not args or args[0] == "all"):
-        print("# No currently configured DRBD found.")
-        return 0
+        if not dead:
+            print("# No currently configured DRBD found.")
+        return 10 if dead else 0
     columns = _columns()
     is_a_tty = sys.stdout.isatty()
     for res in selected:
@@ -269,7 +317,7 @@ def cmd_status(args: list[str], opts: dict) -> int:
                                        statistics=bool(opts.get("statistics")),
                                        columns=columns, is_a_tty=is_a_tty))
     sys.stdout.flush()
-    return 0
+    return 10 if dead else 0
 
 
 def cmd_events2(args: list[str], opts: dict) -> int:
@@ -383,11 +431,9 @@ def cmd_wait_connect(args: list[str], opts: dict) -> int:
 
 
 def cmd_show(args: list[str], opts: dict) -> int:
-    selected = _selected(args)
-    if selected is None:
-        print(f"{args[0]}: No such resource", file=sys.stderr)
-        return 10
-    for res in selected:
+    if args and args[0] != "all" and (rc := _resource_or_fail(args[0])):
+        return rc
+    for res in _selected(args) or []:
         print(call(res, "show").get("out", ""), end="")
     return 0
 
@@ -397,6 +443,7 @@ COMMANDS = {
     "new-minor": cmd_new_minor,
     "attach": cmd_attach,
     "detach": cmd_minor_simple("detach"),
+    "disk-options": cmd_disk_options,
     "primary": cmd_minor_simple("primary"),
     "secondary": cmd_minor_simple("secondary"),
     "connect": cmd_connect,

@@ -84,10 +84,12 @@ def test_secondary_refuses_opens_and_primary_needs_data(cluster: Cluster):
     n = cluster.node1
     n.drbdadm("create-md", "r0")
     n.drbdadm("up", "r0")
-    for flags in (os.O_RDWR, os.O_RDONLY):
+    # 8.4's drbd_open on a Secondary: EROFS to a writable open, EMEDIUMTYPE to a read-only one
+    for flags, refusal in ((os.O_RDWR, errno.EROFS), (os.O_WRONLY, errno.EROFS),
+                           (os.O_RDONLY, errno.EMEDIUMTYPE)):
         with pytest.raises(OSError) as e:
             os.close(os.open(n.device, flags))
-        assert e.value.errno == errno.EMEDIUMTYPE
+        assert e.value.errno == refusal
     r = n.drbdadm("primary", "r0", check=False)
     assert r.returncode == 17
     assert "0: State change failed: (-2) Need access to UpToDate data" in r.stderr
@@ -196,6 +198,13 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
     assert r.returncode == 10 and "7: Failure: (127) Device minor not allocated" in r.stderr
     r = n.drbdadm("status", "r0", check=False)
     assert r.returncode == 10 and "r0: No such resource" in r.stderr
+    for target in ("r0/1", "r0/x", "minor-7"):
+        r = n.drbdadm("-d", "primary", target, check=False)
+        assert r.returncode == 1
+        assert r.stderr.strip() == f"'{target}' not defined in your config (for this host)."
+    assert n.drbdadm("-d", "primary", "minor-0").stdout == "drbdsetup primary 0\n"
+    assert n.drbdadm("-d", "--force", "create-md", "r0").stdout == \
+        f"drbdmeta --force 0 v08 {n.disk} internal create-md\n"
 
 
 def test_up_refuses_an_address_this_host_does_not_have(tmp_path: Path):
@@ -213,3 +222,75 @@ def test_up_refuses_an_address_this_host_does_not_have(tmp_path: Path):
         assert n.drbdadm("-d", "up", "r0").returncode == 0
     finally:
         c.cleanup()
+
+
+def test_adjust_applies_only_what_changed_in_drbd_conf(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    n.wait_for(lambda s: s["conn"] == "WFConnection", what="WFConnection")
+    assert n.drbdadm("-d", "adjust", "r0").stdout == ""
+    conf = cluster.config.read_text()
+    cluster.config.write_text(conf.replace("rate 100M;", "rate 10M;").replace(
+        "protocol C;", "protocol B;"))
+    assert n.drbdadm("-d", "adjust", "r0").stdout.splitlines() == [
+        "drbdsetup disk-options 0 --set-defaults --resync-rate=10M",
+        "drbdsetup disconnect r0",
+        f"drbdsetup connect r0 ipv4:127.0.0.1:{cluster.port} ipv4:127.0.0.2:{cluster.port} "
+        "--protocol=B --cram-hmac-alg=sha1 --shared-secret=secret --_name=node2"]
+    n.drbdadm("adjust", "r0")
+    shown = n.drbdsetup("show", "r0").stdout
+    assert "resync-rate     \t10M;" in shown and "protocol        \tB;" in shown
+    assert n.drbdadm("-d", "adjust", "r0").stdout == ""
+    n.drbdadm("detach", "r0")
+    n.drbdadm("disconnect", "r0")
+    n.drbdadm("adjust", "r0")
+    snap = n.wait_for(lambda s: s["conn"] == "WFConnection" and s["disk"] == "Inconsistent",
+                      what="attached and waiting for the peer again")
+    assert snap["role"] == "Secondary"
+
+
+def test_a_daemon_killed_with_9_is_reported_and_down_cleans_up(cluster: Cluster):
+    n = cluster.node1
+    up_primary(n)
+    n.kill9()
+    for args in (("status", "r0"), ("role", "r0"), ("primary", "r0")):
+        r = n.drbdadm(*args, check=False)
+        assert r.returncode == 10, args
+        assert "r0: the resource daemon (pid " in r.stderr and "is gone" in r.stderr, args
+    r = n.drbdsetup("status", check=False)
+    assert r.returncode == 10 and "is gone" in r.stderr
+    with pytest.raises(OSError) as e:             # the dead server's mount is stale
+        os.stat(n.device)
+    assert e.value.errno == errno.ENOTCONN
+    r = n.drbdadm("down", "r0")
+    assert "cleaned up after it" in r.stderr
+    assert os.stat(n.device).st_size == 0         # the mount point file, no mount on it
+    assert not [p for p in ("r0.sock", "r0.pid", "r0.device") if (n.run_dir / p).exists()]
+    assert n.drbdsetup("status").stdout == "# No currently configured DRBD found.\n"
+    n.drbdadm("up", "r0")
+    assert n.wait_for(lambda s: s["disk"] == "UpToDate", what="UpToDate")["role"] == "Secondary"
+
+
+def test_refusals_while_up_have_drbds_exit_codes(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    for cmd in ("create-md", "wipe-md", "apply-al"):
+        r = n.drbdadm(cmd, "r0", check=False, input="")
+        assert r.returncode == 20, cmd
+        assert "Device '0' is configured!" in r.stderr
+        assert f"Command 'drbdmeta 0 v08 {n.disk} internal {cmd}' terminated with exit code 20" \
+            in r.stderr
+    r = n.drbdadm("up", "r0", check=False)
+    assert r.returncode == 10
+    assert "0: Failure: (161) Minor or volume exists already (delete it first)" in r.stderr
+    # 8.4 invalidates locally only on a StandAlone Secondary; else it needs a connection
+    r = n.drbdadm("invalidate", "r0", check=False)
+    assert r.returncode == 11
+    assert "0: State change failed: (-15) Need a connection to start verify or resync" in r.stderr
+    n.drbdadm("primary", "--force", "r0")
+    n.drbdadm("secondary", "r0")
+    n.drbdadm("disconnect", "r0")
+    n.drbdadm("invalidate", "r0")
+    assert n.snapshot()["disk"] == "Inconsistent"
