@@ -203,6 +203,7 @@ async def _secondary(daemon: Any, args: dict) -> Reply:
 
 @handler("connect")
 async def _connect(daemon: Any, args: dict) -> Reply:
+    from replicator.connector import Endpoint
     from replicator.peer import Peer
     from replicator.settings import OptionError, net_options
     res = daemon.resource
@@ -211,7 +212,8 @@ async def _connect(daemon: Any, args: dict) -> Reply:
     given = dict(args.get("options") or {})
     try:
         opts = net_options(given)
-    except OptionError as e:
+        Endpoint.parse(str(args["local"])), Endpoint.parse(str(args["peer"]))
+    except (OptionError, ValueError) as e:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
     if opts["cram-hmac-alg"]:
         import hashlib

@@ -42,6 +42,8 @@ class Endpoint:
         if af not in ("ipv4", "ipv6"):
             raise ValueError(f"unsupported address family in '{text}'")
         host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{text}': expected {af}:HOST:PORT with a port in 1..65535")
         return cls(af, host.strip("[]"), int(port))
 
     @property

@@ -33,6 +33,19 @@ def decode_length(header: bytes) -> int:
     return length
 
 
+def decode_body(body: bytes) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException) as e:   # FormatError, ExtraData, ...
+        raise ControlError(f"undecodable control frame ({e})") from None
+
+
+def _reason(e: OSError) -> str:
+    if isinstance(e, TimeoutError):
+        return "the resource daemon is not responding (timed out)"
+    return f"the control connection failed: {e.strerror or e}"
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -56,11 +69,17 @@ class Client:
             raise ControlError(f"{path}: {e.strerror}") from e
 
     def send(self, obj: Any) -> None:
-        self.sock.sendall(encode(obj))
+        try:
+            self.sock.sendall(encode(obj))
+        except OSError as e:
+            raise ControlError(_reason(e)) from e
 
     def recv(self) -> Any:
-        length = decode_length(_recv_exact(self.sock, _LEN.size))
-        return msgpack.unpackb(_recv_exact(self.sock, length), raw=False)
+        try:
+            length = decode_length(_recv_exact(self.sock, _LEN.size))
+            return decode_body(_recv_exact(self.sock, length))
+        except OSError as e:
+            raise ControlError(_reason(e)) from e
 
     def call(self, cmd: str, **args: Any) -> dict:
         self.send({"cmd": cmd, "args": args})

@@ -8,6 +8,7 @@ runs in one trio run; blocking disk work is pushed to threads by the device.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -15,7 +16,6 @@ import sys
 import traceback
 from typing import Any
 
-import msgpack
 import trio
 
 from replicator import commands, control, rundir, sync_commands  # noqa: F401 (registers)
@@ -64,6 +64,7 @@ class Daemon:
                     return
 
     async def run(self) -> None:
+        """Serve until ``down`` or a signal. The caller holds the resource's lock."""
         path = rundir.socket_path(self.name)
         try:
             os.unlink(path)
@@ -100,9 +101,11 @@ class Daemon:
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                self.log.resource_line("terminating on signal")
-                self.stopping.set()
+            async for _ in signals:           # as `down`: demote first, refused (and
+                self.log.resource_line("terminating on signal")   # still serving) while
+                reply = await commands.dispatch(self, "down", {})  # the device is open
+                if reply["rc"]:
+                    self.log.resource_line(f"not terminating: {reply['err']}")
 
 
 class _FrameReader:
@@ -126,7 +129,7 @@ class _FrameReader:
             return None
         body = bytes(self.buf[4:4 + length])
         del self.buf[:4 + length]
-        return msgpack.unpackb(body, raw=False)
+        return control.decode_body(body)      # garbage: ControlError, that client is dropped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m replicator.daemon RESOURCE", file=sys.stderr)
         return 1
     rundir.ensure_run_dir()
+    lock = open(rundir.lock_path(argv[0]), "a")         # one daemon per resource: held
+    try:                                                # until this process ends
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"{argv[0]}: a resource daemon is already running", file=sys.stderr)
+        return rundir.ALREADY_RUNNING
     daemon = Daemon(argv[0])
     logging.basicConfig(level=logging.WARNING, handlers=[_ResourceLogHandler(daemon.log)])
     trio.run(daemon.run)

@@ -27,6 +27,14 @@ def pid_path(resource: str) -> str:
     return os.path.join(run_dir(), f"{resource}.pid")
 
 
+ALREADY_RUNNING = 75     # a daemon's exit code when another one holds the resource's lock
+
+
+def lock_path(resource: str) -> str:
+    """Held (flock) by the resource's daemon for as long as it runs."""
+    return os.path.join(run_dir(), f"{resource}.lock")
+
+
 def proc_path() -> str:
     return os.path.join(run_dir(), "proc")
 

@@ -249,9 +249,14 @@ def do_adjust(p: Planner, res: Resource, inv: Invocation) -> int:
     if not is_running(res.name):
         return run_steps(p.new_resource(res) + p.new_minor(res) + p.attach(res)
                          + p.connect(res), inv.dry_run)
+    from replicator import control
     from replicator.cli import drbdsetup
-    return run_steps(adjust_steps(p, res, drbdsetup.call(res.name, "running-config")),
-                     inv.dry_run)
+    try:
+        running = drbdsetup.call(res.name, "running-config")
+    except control.ControlError as e:
+        print(f"{res.name}: {e}", file=sys.stderr)
+        raise Failed(20) from None
+    return run_steps(adjust_steps(p, res, running), inv.dry_run)
 
 
 def _given(words: list[str]) -> dict:

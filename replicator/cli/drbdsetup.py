@@ -48,6 +48,21 @@ def parse_options(words: list[str]) -> tuple[list[str], dict[str, Any]]:
     return positional, options
 
 
+def flag(opts: dict, name: str) -> bool:
+    """A ``--name`` or ``--name=yes|no`` option, as drbdsetup's boolean flags."""
+    value = opts.get(name, False)
+    if value in (True, False, "yes", "no"):
+        return value in (True, "yes")
+    raise UsageError(f"drbdsetup: --{name}={value}: expected yes or no")
+
+
+def seconds(opts: dict, name: str) -> int:
+    value = str(opts.get(name, 0) or 0)
+    if not value.isdigit():
+        raise UsageError(f"drbdsetup: --{name}={value}: not a number of seconds")
+    return int(value)
+
+
 def _daemon_client(res: str) -> control.Client:
     return control.Client(rundir.socket_path(res))
 
@@ -58,15 +73,10 @@ def call(res: str, cmd: str, **args: Any) -> dict:
 
 
 def find_minor(minor: int) -> str | None:
-    """The resource whose daemon owns ``minor``."""
-    for res in rundir.running_resources():
-        try:
-            info = call(res, "info")
-        except control.ControlError:
-            continue
-        if info.get("minor") == minor:
-            return res
-    return None
+    """The resource whose daemon owns ``minor`` (from the record new-minor wrote, so a
+    daemon that does not answer is still found, and reported as not responding)."""
+    return next((res for res in rundir.running_resources()
+                 if (rundir.device_record(res) or (None,))[0] == minor), None)
 
 
 def _emit(reply: dict) -> int:
@@ -151,7 +161,7 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
     log.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc.poll() not in (None, rundir.ALREADY_RUNNING):   # (another `up` started it first)
             print(f"{res}: resource daemon exited with code {proc.returncode}; "
                   f"see {rundir.log_path(res)[:-4]}.err", file=sys.stderr)
             return 20
@@ -197,9 +207,9 @@ def cmd_minor_simple(cmd: str) -> Any:
         minor, res = _minor_target(args[0])
         if res is None:
             return _minor_not_allocated(minor)
-        force = bool(opts.get("force") or opts.get("overwrite-data-of-peer"))
+        force = flag(opts, "force") or flag(opts, "overwrite-data-of-peer")
         return _emit(call(res, cmd, minor=minor, force=force,
-                          clear_bitmap=bool(opts.get("clear-bitmap"))))
+                          clear_bitmap=flag(opts, "clear-bitmap")))
     return run
 
 
@@ -402,8 +412,7 @@ CONNECTED_OR_SYNCING = {"Connected", "StartingSyncS", "StartingSyncT", "WFBitMap
 
 def wait_connect_timeout(snap: dict, opts: dict) -> int:
     """Seconds to wait (0 = forever): degr-wfc-timeout after a degraded primary's reboot."""
-    wfc = int(opts.get("wfc-timeout", 0) or 0)
-    degr = int(opts.get("degr-wfc-timeout", 0) or 0)
+    wfc, degr = seconds(opts, "wfc-timeout"), seconds(opts, "degr-wfc-timeout")
     if snap.get("was_degraded") and degr:
         return min(degr, wfc) if wfc else degr
     return wfc

@@ -5,12 +5,14 @@ import errno
 import hashlib
 import os
 import re
+import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import Cluster, Node
+from tests.integration.nodes import Cluster, Node, bin_path, _wait_pid_gone as _wait_gone
 
 
 def sh(*args: str) -> str:
@@ -294,3 +296,67 @@ def test_refusals_while_up_have_drbds_exit_codes(cluster: Cluster):
     n.drbdadm("disconnect", "r0")
     n.drbdadm("invalidate", "r0")
     assert n.snapshot()["disk"] == "Inconsistent"
+
+
+def test_sigterm_is_refused_while_the_device_is_open_as_down_is(cluster: Cluster):
+    n = cluster.node1
+    up_primary(n)
+    pid = n.pids()[0]
+    fd = os.open(n.device, os.O_RDWR)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        n.wait_for(lambda s: any("not terminating: r0: State change failed: (-12) Device is "
+                                 "held open by someone" in m for m in n.log_messages()),
+                   what="the refusal in the log")
+        os.pwrite(fd, b"still served", 0)
+    finally:
+        os.close(fd)
+    os.kill(pid, signal.SIGTERM)
+    _wait_gone(pid)
+    msgs = n.log_messages()
+    assert "block drbd0: role( Primary -> Secondary )" in msgs
+    assert msgs[-1] == "block drbd0: disk( Failed -> Diskless )"
+
+
+def test_bad_control_frames_and_option_values_are_refused_without_harm(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    for frame in (b"\x00\x00\x00\x01\xc1", b"\x00\x00\x00\x02\x92\x01", b"\xff\xff\xff\xff"):
+        with socket.socket(socket.AF_UNIX) as s:       # undecodable, not a map, too long
+            s.connect(str(n.run_dir / "r0.sock"))
+            s.sendall(frame)
+            s.settimeout(10)
+            s.recv(100)
+    assert n.drbdadm("cstate", "r0").stdout == "WFConnection\n"
+    for args, rc, text in (
+            (("primary", "0", "--force=no"), 17, "(-2) Need access to UpToDate data"),
+            (("primary", "0", "--force=maybe"), 20, "--force=maybe: expected yes or no"),
+            (("wait-connect", "0", "--wfc-timeout=abc"), 20, "--wfc-timeout=abc: not a number"),
+            (("connect", "r0", "ipv4:127.0.0.1:99999", "ipv4:127.0.0.2:7788"), 10,
+             "'ipv4:127.0.0.1:99999': expected ipv4:HOST:PORT with a port in 1..65535")):
+        n.drbdadm("disconnect", "r0")
+        r = n.drbdsetup(*args, check=False)
+        assert (r.returncode, "Traceback" in r.stderr) == (rc, False), args
+        assert text in r.stderr, args
+    assert n.snapshot()["disk"] == "Inconsistent"
+
+
+def test_concurrent_ups_start_one_daemon(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    ups = [subprocess.Popen([bin_path("drbdadm"), "up", "r0"], env=n.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(3)]
+    results = sorted(p.wait(timeout=120) for p in ups)
+    for p in ups:
+        p.stdout.close()
+        p.stderr.close()
+    assert results == [0, 10, 10]                  # the others: (161) as a second `up`
+    daemons = subprocess.run(["pgrep", "-f", "replicator.daemon r0$"], capture_output=True,
+                             text=True).stdout.split()
+    ours = [int(p) for p in daemons if f"={n.run_dir}".encode() in
+            open(f"/proc/{p}/environ", "rb").read().replace(b"\0", b" ")]
+    assert ours == n.pids()
+    n.drbdadm("down", "r0")
+    _wait_gone(ours[0])
