@@ -97,6 +97,12 @@ async def _new_minor(daemon: Any, args: dict) -> Reply:
         return failure(str(minor), ERR_MINOR_EXISTS,
                        "" if res.minor == minor else "udrbd supports one volume per resource")
     res.minor, res.volume_nr, res.device_path = minor, int(args.get("volume", 0)), device
+    try:
+        await daemon.diskless.start()
+    except OSError as e:
+        res.minor = res.device_path = None
+        return failure(str(minor), ERR_INVALID_REQUEST,
+                       f"cannot serve the device file {device}: {e.strerror or e}")
     daemon.log.minor = minor
     with open(rundir.device_record_path(daemon.name), "w") as f:
         f.write(f"{minor} {device}\n")
@@ -300,7 +306,8 @@ async def shutdown(daemon: Any) -> None:
     if res.state.conn != Conn.StandAlone:
         await disconnect(daemon)
     if res.device is not None:
-        await detach_device(daemon, force=True)
+        await detach_device(daemon, force=True, serve_diskless=False)
+    await daemon.diskless.stop()
 
 
 # -- reporting -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import trio
 
 from replicator import commands, control, rundir, sync_commands  # noqa: F401 (registers)
 from replicator import procfile
+from replicator.diskless import DisklessFile
 from replicator.resource import Resource
 from replicator.statelog import ResourceLog
 
@@ -31,6 +32,7 @@ class Daemon:
         self.resource = Resource(name, self.log)
         self.nursery: trio.Nursery | None = None
         self.stopping = trio.Event()
+        self.diskless = DisklessFile(self)    # the device file while no disk is attached
 
     async def serve_client(self, stream: trio.SocketStream) -> None:
         reader = _FrameReader(stream)

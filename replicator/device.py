@@ -482,6 +482,8 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     from replicator.commands import (ERR_INVALID_DISK_OPTION, ERR_MD_INVALID, ERR_MD_UNCLEAN,
                                      ERR_OPEN_DISK)
     res = daemon.resource
+    if res.device_path and _unstatted_path(disk) == _unstatted_path(res.device_path):
+        raise AttachError(*ERR_OPEN_DISK, f"{disk} is this resource's own device file")
     if meta_index in (None, "internal"):
         spec = MetaSpec()
     elif meta_index == "flexible":
@@ -524,7 +526,15 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         res.change("device", hard=True, disk=disk_state)       # next, see commands.attach)
     else:
         res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
+    await daemon.diskless.stop()
     await daemon.nursery.start(_serve_fuse, daemon, dev)
+
+
+def _unstatted_path(path: str) -> str:
+    """``path`` with its directory resolved but not the last component: the device file is
+    served by this very process, so stat'ing it from the event loop would wait on itself."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 async def _serve_fuse(daemon: Any, dev: Device, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -539,9 +549,11 @@ async def _serve_fuse(daemon: Any, dev: Device, task_status: Any = trio.TASK_STA
         dev.fuse_done.set()
 
 
-async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
+async def detach_device(daemon: Any, force: bool = False,
+                        serve_diskless: bool = True) -> tuple[int, str]:
     """``drbdsetup detach``: refuse while open (or when data would be lost), else unmount and
-    close the metadata cleanly (bitmap written, AL emptied, magic clean)."""
+    close the metadata cleanly (bitmap written, AL emptied, magic clean); then the device
+    file is the diskless one (not when going down)."""
     res = daemon.resource
     dev: Device | None = res.device
     if dev is None:
@@ -572,4 +584,9 @@ async def detach_device(daemon: Any, force: bool = False) -> tuple[int, str]:
         res.log.device(f"detach: {e}")
     res.device = None
     res.change("device", hard=True, disk=Disk.Diskless)
+    if serve_diskless:
+        try:
+            await daemon.diskless.start()
+        except OSError as e:
+            res.log.device(f"cannot serve the diskless device file: {e}")
     return 0, ""

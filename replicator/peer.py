@@ -342,7 +342,7 @@ class Peer:
             raise bad("both sides have the \"discard_my_data\" flag set")
 
     async def _handshake(self, p: dict) -> None:
-        from replicator.sync_handshake import PeerInfo, sync_handshake
+        from replicator.sync_handshake import LOG_KINDS, PeerInfo, sync_handshake
         self._check_settings(p)
         self.peer_params = p
         dev = self.dev
@@ -370,19 +370,20 @@ class Peer:
             can_demote=not res.device_open())
         self.discard_my_data = False          # one-shot, as drbdadm connect --discard-my-data
         action = self._reconcile(decision.action, mine, theirs)
-        for line in decision.log:
-            if action != decision.action and line.startswith("No resync, but"):
-                continue
-            self.log.device(line)
         if decision.uuids is not None:
             dev.set_uuids(list(decision.uuids), notify=False)
         if decision.peer_uuids is not None:
             self.peer_uuids = list(decision.peer_uuids)
-        if decision.demote:                   # an after-sb policy gave up our Primary role
-            res.change("device", hard=True, role=Role.Secondary)
-            self.log.device("Successfully gave up primary role.")
-        for name in decision.handlers:        # initial-split-brain, split-brain, pri-lost...
-            await handlers.call(res, name)
+        for kind, text in decision.events:    # in 8.4's order: the initial-split-brain
+            if kind == "handler":             # handler before the after-sb decision, ...
+                await handlers.call(res, text)
+            elif kind == "demote":            # an after-sb policy gave up our Primary role
+                res.change("device", hard=True, role=Role.Secondary)
+                self.log.device("Successfully gave up primary role.")
+            elif kind in LOG_KINDS:
+                for line in text.split("\n"):
+                    if not (action != decision.action and line.startswith("No resync, but")):
+                        self.log.device(line)
         peer_disk = Disk(p["disk"])
         if action == "disconnect":
             raise SessionEnd(Conn.Disconnecting, retry=False)

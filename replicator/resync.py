@@ -169,6 +169,7 @@ class Resync:
         if length <= 0 or length > REQUEST_MAX or off < 0 or off + length > self.dev.size():
             raise ProtocolError(f"resync request {off}+{length} out of range")
         data = self._disk_io("resync read", os.pread, self.dev.fd, length, off)
+        self.dev.read_kib += length >> 10            # dr: counts resync reads, as 8.4's
         if len(data) < length:
             data += bytes(length - len(data))
         alg = self.peer.opts["csums-alg"]
@@ -309,6 +310,7 @@ class Resync:
                 done += self._disk_io("resync write", os.pwrite, self.dev.fd, data[done:],
                                       off + done)
             self.transferred += len(data)
+            self.dev.written_kib += len(data) >> 10  # dw: resync writes too (8.4)
             self.dev.syncer.wrote(len(data))
             self.peer.nr_kib += len(data) >> 10
         self._complete(off, len(data), None)
@@ -440,8 +442,7 @@ async def handle_unsolicited(peer: Any, frame) -> None:
             return
         if what == "skip-initial-sync":
             from replicator.sync_commands import skip_initial_sync
-            peer.dev.log.device("Preparing to skip initial sync")
-            skip_initial_sync(res, int(b["uuid"]))
+            skip_initial_sync(res, int(b["uuid"]), issuer=False)
             return
     raise ProtocolError(f"unexpected {frame.type.name} in state {res.state.conn.name}")
 

@@ -137,9 +137,10 @@ async def _new_current_uuid(daemon: Any, args: dict) -> Reply:
     if clear and both_fresh:
         value = U.with_role_bit(secrets.randbits(64), False)
         dev.log.device("Preparing to skip initial sync")
+        dev.log.device(f"new current UUID {U.fmt([value, *dev.md.uuids[:1], *dev.md.uuids[2:]])}")
         # the request must reach the peer before our new state does (or it would resync)
         peer.send(Msg.STATE_REQ, {"what": "skip-initial-sync", "uuid": value})
-        skip_initial_sync(res, value)
+        skip_initial_sync(res, value, issuer=True)
         return ok()
     uu = U.new_current(U.rotate_bitmap_into_history(dev.md.uuids), dev.is_primary())
     dev.set_uuids(uu)
@@ -150,10 +151,14 @@ async def _new_current_uuid(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
-def skip_initial_sync(res: Any, value: int) -> None:
+def skip_initial_sync(res: Any, value: int, issuer: bool) -> None:
     """Both nodes just created and told to trust each other: UpToDate without a sync."""
     dev = res.device
+    if not issuer:
+        dev.log.device("Accepted new current UUID, preparing to skip initial sync")
     dev.set_uuids([value, 0, 0, 0], notify=False)
     dev.bitmap.clear_all()
     dev.flush_bitmap()
+    if issuer:
+        dev.log.device(f"cleared bitmap UUID {U.fmt(dev.md.uuids)}")
     res.change("device", hard=True, disk=Disk.UpToDate, pdsk=Disk.UpToDate)

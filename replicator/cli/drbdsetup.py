@@ -166,10 +166,13 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
                   f"see {rundir.log_path(res)[:-4]}.err", file=sys.stderr)
             return 20
         try:
-            call(res, "info")
-            return 0
+            winner = call(res, "info").get("pid")
         except control.ControlError:
             time.sleep(0.02)
+            continue
+        if winner != proc.pid:            # ours lost the race for the lock: it exits
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        return 0
     print(f"{res}: resource daemon did not come up; see {rundir.log_path(res)}", file=sys.stderr)
     return 20
 

@@ -38,8 +38,14 @@ def test_new_current_uuid_clear_bitmap_skips_the_initial_sync(verify_cluster: Cl
     for n in c.nodes:
         snap = n.wait_for(in_sync, what="UpToDate without sync")
         assert snap["oos_kib"] == 0
-        assert any("Preparing to skip initial sync" in m for m in n.log_messages())
         assert not any("Began resync" in m for m in n.log_messages())
+    uuid = c.node1.snapshot()["uuids"].split(":")[0]
+    assert [m for m in c.node1.log_messages() if "skip" in m or "UUID " in m][-3:] == [
+        "block drbd0: Preparing to skip initial sync",
+        f"block drbd0: new current UUID {uuid}:0000000000000004:0000000000000000:0000000000000000",
+        f"block drbd0: cleared bitmap UUID {uuid}:0000000000000000:0000000000000000:0000000000000000"]
+    assert "block drbd0: Accepted new current UUID, preparing to skip initial sync" \
+        in c.node2.log_messages()
     assert c.node1.snapshot()["uuids"].split(":")[0] == c.node2.snapshot()["uuids"].split(":")[0]
 
 

@@ -35,6 +35,13 @@ def test_split_brain_handler_runs_with_drbds_environment(tmp_path: Path):
         msgs = c.node1.log_messages()
         assert "block drbd0: helper command: drbdadm split-brain minor-0" in msgs
         assert "block drbd0: helper command: drbdadm split-brain minor-0 exit code 0 (0x0)" in msgs
+        # 8.4's order: initial-split-brain, the decision, then split-brain
+        order = [m for m in msgs if "helper command: drbdadm" in m and "exit code" not in m
+                 or "Split-Brain detected" in m]
+        assert order[-3:] == ["block drbd0: helper command: drbdadm initial-split-brain minor-0",
+                              "block drbd0: Split-Brain detected but unresolved, dropping "
+                              "connection!",
+                              "block drbd0: helper command: drbdadm split-brain minor-0"]
     finally:
         c.cleanup()
 

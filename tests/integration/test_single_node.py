@@ -360,3 +360,22 @@ def test_concurrent_ups_start_one_daemon(cluster: Cluster):
     assert ours == n.pids()
     n.drbdadm("down", "r0")
     _wait_gone(ours[0])
+
+
+def test_without_a_disk_the_device_file_refuses_opens(cluster: Cluster):
+    n = cluster.node1
+    n.drbdadm("create-md", "r0")
+    n.drbdadm("up", "r0")
+    size = os.stat(n.device).st_size
+    n.drbdadm("detach", "r0")
+    assert os.stat(n.device).st_size == 0
+    for flags, refusal in ((os.O_WRONLY, errno.EROFS), (os.O_RDONLY, errno.EMEDIUMTYPE)):
+        with pytest.raises(OSError) as e:         # not the bare mount-point file
+            os.close(os.open(n.device, flags))
+        assert e.value.errno == refusal
+    r = n.drbdsetup("attach", "0", str(n.device), str(n.device), "internal", check=False)
+    assert r.returncode == 10 and "is this resource's own device file" in r.stderr
+    n.drbdadm("attach", "r0")
+    assert os.stat(n.device).st_size == size
+    n.drbdadm("down", "r0")
+    assert not os.path.exists(n.device)           # created by up, removed by down

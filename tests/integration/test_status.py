@@ -123,6 +123,9 @@ def test_status_and_proc_during_and_after_a_resync(pair: Cluster):
     done = wait_until(lambda: (m := PROC_DEVICE.fullmatch(proc.read_text()))
                       and m["cs"] == "Connected" and m, what="proc after sync")
     assert (done["ds"], done["oos"], done["rest"]) == ("UpToDate/UpToDate", "0", "")
+    s1, s2 = n1.snapshot(), n2.snapshot()         # dw/dr count resync I/O, as 8.4's do
+    assert s2["written_kib"] == s2["nr_kib"] > 0  # resync data and the 80 KiB mirrored
+    assert s1["read_kib"] >= s1["ns_kib"] - 80 > 0
     assert n1.drbdadm("status", "r0").stdout == (
         "r0 role:Primary\n  disk:UpToDate\n  node2 role:Secondary\n    peer-disk:UpToDate\n\n")
     assert n1.drbdsetup("status", "r9", check=False).returncode == 10
