@@ -221,18 +221,15 @@ async def _connect(daemon: Any, args: dict) -> Reply:
         Endpoint.parse(str(args["local"])), Endpoint.parse(str(args["peer"]))
     except (OptionError, ValueError) as e:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
-    if opts["cram-hmac-alg"]:
-        import hashlib
-        try:
-            hashlib.new(opts["cram-hmac-alg"])
-        except ValueError:
-            return failure(daemon.name, ERR_AUTH_ALG)
+    if not _known_auth_alg(opts):
+        return failure(daemon.name, ERR_AUTH_ALG)
     res.net_given = {k: v for k, v in given.items() if not k.startswith("_")}
     res.net = {**opts, "_local": args["local"], "_peer": args["peer"],
                "_peer_name": args.get("peer_name") or "peer"}
     try:
         peer = Peer(daemon, args["local"], args["peer"], opts, res.net["_peer_name"],
-                    discard_my_data=bool(given.get("discard-my-data")))
+                    discard_my_data=bool(given.get("discard-my-data")),
+                    settings_update=bool(args.get("settings_update")))
     except ValueError as e:
         res.net = None
         return failure(daemon.name, ERR_LOCAL_ADDR, str(e))
@@ -240,6 +237,49 @@ async def _connect(daemon: Any, args: dict) -> Reply:
     res.change("resource", hard=True, conn=Conn.Unconnected)
     daemon.nursery.start_soon(_run_peer, daemon, peer)
     return ok()
+
+
+# exchanged and compared in the handshake: a change needs a new one (a reconnect)
+HANDSHAKE_NET_OPTIONS = ("protocol", "after-sb-0pri", "after-sb-1pri", "after-sb-2pri",
+                         "allow-two-primaries", "verify-alg", "csums-alg")
+
+
+@handler("net-options")
+async def _net_options(daemon: Any, args: dict) -> Reply:
+    """``drbdsetup net-options``: change the connection's options; without --set-defaults
+    the others keep their values. Most apply at once (timeouts, ko-count, the secret for
+    the next handshake); one the peers agree on in the handshake reconnects, and the peer
+    takes the new value over (8.4 sends it as P_PROTOCOL_UPDATE)."""
+    from replicator.settings import OptionError, net_options
+    res, peer = daemon.resource, daemon.resource.peer
+    if res.net is None or peer is None:
+        return failure(daemon.name, ERR_INVALID_REQUEST, "net conf missing, try connect")
+    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
+    reset = bool(given.pop("set-defaults", False))
+    merged = given if reset else {**res.net_given, **given}
+    try:
+        opts = net_options(merged)
+    except OptionError as e:
+        return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
+    if not _known_auth_alg(opts):
+        return failure(daemon.name, ERR_AUTH_ALG)
+    if any(opts[k] != peer.opts[k] for k in HANDSHAKE_NET_OPTIONS):
+        again = {"local": res.net["_local"], "peer": res.net["_peer"], "options": merged,
+                 "peer_name": res.net["_peer_name"], "settings_update": True}
+        await disconnect(daemon)
+        return await _connect(daemon, again)
+    peer.opts.update(opts)
+    res.net.update(opts)
+    res.net_given = merged
+    return ok()
+
+
+def _known_auth_alg(opts: dict) -> bool:
+    import hashlib
+    try:
+        return not opts["cram-hmac-alg"] or bool(hashlib.new(opts["cram-hmac-alg"]))
+    except ValueError:
+        return False
 
 
 async def _run_peer(daemon: Any, peer: Any) -> None:
@@ -274,6 +314,8 @@ async def disconnect(daemon: Any) -> None:
     res.peer = None
     if peer is not None:
         await peer.stop()
+        with trio.move_on_after(5):          # its listener closed: a connect may follow
+            await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
         had_peer_data = res.state.pdsk >= Disk.Inconsistent
         res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,

@@ -67,7 +67,7 @@ class Pending:
 
 class Peer:
     def __init__(self, daemon: Any, local: str, peer: str, options: dict, peer_name: str,
-                 discard_my_data: bool = False):
+                 discard_my_data: bool = False, settings_update: bool = False):
         self.daemon = daemon
         self.res = daemon.resource
         self.log = daemon.log
@@ -76,6 +76,10 @@ class Peer:
         self.protocol = options["protocol"]
         self.peer_name = peer_name
         self.discard_my_data = discard_my_data
+        # net-options changed a setting the handshake compares: the peer adopts ours (8.4's
+        # P_PROTOCOL_UPDATE) instead of refusing the connection; one-shot
+        self.settings_update = settings_update
+        self.ended = trio.Event()             # run() returned: the sockets are closed
         self.connector = Connector(self.local, self.remote, options["connect-int"], self.log)
         self.link: PeerLink | None = None
         self.scope = trio.CancelScope()
@@ -109,6 +113,12 @@ class Peer:
         return self.res.device
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.ended.set()
+
+    async def _run(self) -> None:
         with self.scope:
             try:
                 await self.connector.open_listener()
@@ -312,6 +322,7 @@ class Peer:
             "disk": int(self.res.state.disk),
             "verify-alg": o["verify-alg"],
             "csums-alg": o["csums-alg"],
+            "update": self.settings_update,
         })
 
     def _uuid_flags(self) -> int:
@@ -325,19 +336,40 @@ class Peer:
             flags |= 4
         return flags
 
+    def _adopt_settings(self, p: dict) -> None:
+        """The peer's net-options changed what the handshake compares: take it over."""
+        new = {"protocol": p["protocol"], "allow-two-primaries": bool(p["two-primaries"]),
+               "verify-alg": p.get("verify-alg") or "", "csums-alg": p.get("csums-alg") or "",
+               **dict(zip(("after-sb-0pri", "after-sb-1pri", "after-sb-2pri"), p["after-sb"]))}
+        changed = {k: v for k, v in new.items() if self.opts[k] != v}
+        if not changed:
+            return
+        self.protocol = new["protocol"]
+        self.opts.update(changed)
+        if self.res.net is not None:
+            self.res.net.update(changed)
+        given = getattr(self.res, "net_given", {})
+        given.update({k: ("yes" if v is True else "no" if v is False else v)
+                      for k, v in changed.items()})
+        self.log.resource_line("peer changed the connection's settings: " + ", ".join(
+            f"{k} {v}" for k, v in changed.items()))
+
     def _check_settings(self, p: dict) -> None:
         o = self.opts
+        if p.get("update") and not self.settings_update:
+            self._adopt_settings(p)
         def bad(what: str) -> SessionEnd:
             self.log.resource_line(f"incompatible {what}")
             return SessionEnd(Conn.Disconnecting, retry=False)
-        if p.get("protocol") != self.protocol:
-            raise bad("communication protocols")
-        names = ["after-sb-0pri", "after-sb-1pri", "after-sb-2pri"]
-        for i, name in enumerate(names):
-            if p["after-sb"][i] != o[name]:
-                raise bad(f"{name} settings")
-        if p.get("two-primaries") != o["allow-two-primaries"]:
-            raise bad("setting of the two-primaries options")
+        if not self.settings_update:          # (else ours are new: the peer takes them over)
+            if p.get("protocol") != self.protocol:
+                raise bad("communication protocols")
+            names = ["after-sb-0pri", "after-sb-1pri", "after-sb-2pri"]
+            for i, name in enumerate(names):
+                if p["after-sb"][i] != o[name]:
+                    raise bad(f"{name} settings")
+            if p.get("two-primaries") != o["allow-two-primaries"]:
+                raise bad("setting of the two-primaries options")
         if p.get("discard-my-data") and self.discard_my_data:
             raise bad("both sides have the \"discard_my_data\" flag set")
 
@@ -369,6 +401,7 @@ class Peer:
             peer_is_primary=Role(p["role"]) == Role.Primary,
             can_demote=not res.device_open())
         self.discard_my_data = False          # one-shot, as drbdadm connect --discard-my-data
+        self.settings_update = False
         action = self._reconcile(decision.action, mine, theirs)
         if decision.uuids is not None:
             dev.set_uuids(list(decision.uuids), notify=False)

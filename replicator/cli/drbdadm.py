@@ -26,7 +26,8 @@ GENERAL OPTIONS:
   --dry-run (-d), --verbose (-v), --config-file=FILE (-c FILE)
 
 COMMANDS:
- attach  detach  disk-options  connect  disconnect  up  down  primary  secondary  adjust
+ attach  detach  disk-options  connect  disconnect  net-options  up  down  primary
+ secondary  adjust
  role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
@@ -275,8 +276,9 @@ def _same_options(typed: Callable[[dict], dict], running: dict, wanted: dict) ->
 def adjust_steps(p: Planner, res: Resource, running: dict) -> list[Step]:
     """The drbdsetup calls that take a running resource from ``running`` (the daemon's
     running-config) to the configuration. A changed disk or meta-disk is detached and
-    attached again, changed disk options are set live, and a changed network configuration
-    reconnects (8.4 changes most net options on the live connection)."""
+    attached again, changed disk options are set live, changed net options go through
+    net-options (which reconnects only for options the handshake agrees on), and other
+    addresses reconnect."""
     from replicator.settings import disk_options, net_options
     steps: list[Step] = []
     vol = p.volumes(res)[0]
@@ -300,10 +302,22 @@ def adjust_steps(p: Planner, res: Resource, running: dict) -> list[Step]:
         steps += [disconnect] if net else []
     elif net is None:
         steps += connect
-    elif ([net["local"], net["peer"]] != connect[0].argv[2:4]
-          or not _same_options(net_options, net["given"], _given(connect[0].argv[4:]))):
+    elif [net["local"], net["peer"]] != connect[0].argv[2:4]:
         steps += [disconnect, *connect]
+    elif not _same_options(net_options, net["given"], _given(connect[0].argv[4:])):
+        steps.append(Step("drbdsetup", ["net-options", *connect[0].argv[2:4], "--set-defaults",
+                                        *[w for w in connect[0].argv[4:]
+                                          if not w.startswith("--_")]]))
     return steps
+
+
+def do_net_options(p: Planner, res: Resource, inv: Invocation) -> int:
+    """8.4: only the options given on the command line, for the configured connection."""
+    connect = p.connect(res)
+    if not connect:
+        return 0
+    return run_steps([Step("drbdsetup", ["net-options", *connect[0].argv[2:4],
+                                         *inv.backend])], inv.dry_run)
 
 
 def do_disk_options(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -457,6 +471,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "adjust": do_adjust,
     "attach": do_attach,
     "disk-options": do_disk_options,
+    "net-options": do_net_options,
     "detach": minor_cmd("detach"),
     "connect": do_connect,
     "disconnect": do_disconnect,

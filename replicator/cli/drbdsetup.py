@@ -7,6 +7,7 @@
     drbdsetup disk-options MINOR [--set-defaults] [--disk-option=VALUE ...]
     drbdsetup connect RES LOCAL_ADDR PEER_ADDR [--net-option=VALUE ...]
     drbdsetup disconnect RES | LOCAL_ADDR PEER_ADDR
+    drbdsetup net-options RES | LOCAL_ADDR PEER_ADDR [--set-defaults] [--net-option=VALUE ...]
     drbdsetup primary MINOR [--force|--overwrite-data-of-peer]
     drbdsetup secondary MINOR
     drbdsetup down RES
@@ -226,19 +227,28 @@ def cmd_connect(args: list[str], opts: dict) -> int:
                       peer_name=peer_name))
 
 
-def cmd_disconnect(args: list[str], opts: dict) -> int:
-    _need(args, 1, "disconnect RESOURCE | LOCAL_ADDR PEER_ADDR")
-    if len(args) == 1:
-        res = args[0]
-    else:
+def _connection(args: list[str]) -> str | None:
+    """``RESOURCE`` or ``LOCAL_ADDR PEER_ADDR``: the resource (None: reported, rc 10)."""
+    res = args[0]
+    if len(args) > 1:
         res = next((r for r in rundir.running_resources()
                     if _snap(r).get("local_addr") == args[0]), None)
         if res is None:
             print(f"{args[0]} {args[1]}: No such connection", file=sys.stderr)
-            return 10
-    if rc := _resource_or_fail(res):
-        return rc
-    return _emit(call(res, "disconnect", **opts))
+            return None
+    return None if _resource_or_fail(res) else res
+
+
+def cmd_disconnect(args: list[str], opts: dict) -> int:
+    _need(args, 1, "disconnect RESOURCE | LOCAL_ADDR PEER_ADDR")
+    res = _connection(args)
+    return 10 if res is None else _emit(call(res, "disconnect", **opts))
+
+
+def cmd_net_options(args: list[str], opts: dict) -> int:
+    _need(args, 1, "net-options RESOURCE | LOCAL_ADDR PEER_ADDR [--set-defaults] [options]")
+    res = _connection(args)
+    return 10 if res is None else _emit(call(res, "net-options", options=opts))
 
 
 def cmd_down(args: list[str], opts: dict) -> int:
@@ -467,6 +477,7 @@ COMMANDS = {
     "outdate": cmd_minor_simple("outdate"),
     "new-current-uuid": cmd_minor_simple("new-current-uuid"),
     "disconnect": cmd_disconnect,
+    "net-options": cmd_net_options,
     "down": cmd_down,
     "status": cmd_status,
     "events2": cmd_events2,

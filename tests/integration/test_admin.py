@@ -145,3 +145,31 @@ def test_outdate_and_its_refusals(verify_cluster: Cluster):
     out = n2.drbdadm("dstate", "r0").stdout.strip()
     assert out == "Outdated"                                    # drbdmeta's offline answer
     assert os.path.exists(n2.disk)
+
+
+def test_net_options_change_live_and_adjust_reconnects_for_the_protocol(tmp_path: Path):
+    c = Cluster(tmp_path)
+    try:
+        up_connected(c)
+        n1, n2 = c.nodes
+        n1.drbdadm("net-options", "--ping-timeout=20", "--ko-count=3", "r0")
+        shown = n1.drbdsetup("show", "r0").stdout
+        assert "ping-timeout    \t20;" in shown and "ko-count        \t3;" in shown
+        assert n1.snapshot()["conn"] == "Connected"
+        assert not any("Disconnecting" in m for m in n1.log_messages())
+        r = n1.drbdadm("net-options", "--ping-timeout=abc", "r0", check=False)
+        assert r.returncode == 10 and "--ping-timeout" in r.stderr
+        # the protocol is agreed in the handshake: adjust reconnects, and the peer takes the
+        # new protocol over (8.4's P_PROTOCOL_UPDATE) instead of refusing the connection
+        c.config.write_text(c.config.read_text().replace("protocol C;", "protocol B;"))
+        n1.drbdadm("adjust", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected" and s["protocol"] == "B",
+                       what="reconnected with protocol B")
+        assert "drbd r0: peer changed the connection's settings: protocol B" \
+            in n2.log_messages()
+        assert n2.drbdadm("-d", "adjust", "r0").stdout == ""     # nothing left to do there
+        assert "ping-timeout" not in n1.drbdsetup("show", "r0").stdout   # --set-defaults
+        assert any("conn( Connected -> Disconnecting )" in m for m in n1.log_messages())
+    finally:
+        c.cleanup()

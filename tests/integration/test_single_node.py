@@ -237,9 +237,8 @@ def test_adjust_applies_only_what_changed_in_drbd_conf(cluster: Cluster):
         "protocol C;", "protocol B;"))
     assert n.drbdadm("-d", "adjust", "r0").stdout.splitlines() == [
         "drbdsetup disk-options 0 --set-defaults --resync-rate=10M",
-        "drbdsetup disconnect r0",
-        f"drbdsetup connect r0 ipv4:127.0.0.1:{cluster.port} ipv4:127.0.0.2:{cluster.port} "
-        "--protocol=B --cram-hmac-alg=sha1 --shared-secret=secret --_name=node2"]
+        f"drbdsetup net-options ipv4:127.0.0.1:{cluster.port} ipv4:127.0.0.2:{cluster.port} "
+        "--set-defaults --protocol=B --cram-hmac-alg=sha1 --shared-secret=secret"]
     n.drbdadm("adjust", "r0")
     shown = n.drbdsetup("show", "r0").stdout
     assert "resync-rate     \t10M;" in shown and "protocol        \tB;" in shown

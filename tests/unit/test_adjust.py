@@ -75,10 +75,15 @@ def test_a_standalone_resource_is_connected(tmp_path: Path):
 @pytest.mark.parametrize("change", [
     {"net__given": {"protocol": "B", "ping-timeout": "10"}},
     {"net__given": {"protocol": "C"}},                         # ping-timeout back to default
-    {"net__peer": "ipv4:127.0.0.3:7788"},
 ])
-def test_a_changed_network_configuration_reconnects(tmp_path: Path, change: dict):
+def test_changed_net_options_are_set_on_the_connection(tmp_path: Path, change: dict):
     assert plan(tmp_path, with_(**change)) == [
+        "drbdsetup net-options ipv4:127.0.0.1:7788 ipv4:127.0.0.2:7788 --set-defaults "
+        "--protocol=C --ping-timeout=10"]
+
+
+def test_another_peer_address_reconnects(tmp_path: Path):
+    assert plan(tmp_path, with_(net__peer="ipv4:127.0.0.3:7788")) == [
         "drbdsetup disconnect r0",
         "drbdsetup connect r0 ipv4:127.0.0.1:7788 ipv4:127.0.0.2:7788 --protocol=C "
         "--ping-timeout=10 --_name=node2"]
