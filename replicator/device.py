@@ -94,7 +94,7 @@ class Device:
             data = await self._read_from_peer(offset, length)
         else:
             try:
-                data = os.pread(self.fd, length, offset)
+                data = await self.syncer.read(length, offset)
             except OSError as e:
                 self.io_error("read", e)
                 data = await self._read_from_peer(offset, length)
@@ -132,9 +132,8 @@ class Device:
                 if peer.protocol != "C":    # A, B: the extent stays in the activity log
                     release_al = False      # until the peer surely has the write
                     pending.on_retire = lambda: self._al_end(first, last)
-            local_ok = self._write_local(offset, data)
+            local_ok = await self._write_local(offset, data)
             if local_ok:
-                self.syncer.wrote(length)
                 if pending is not None:     # an fsync-heavy writer: the local sync runs
                     self.syncer.anticipate(self.resource.nursery)   # while the peer acks
             if pending is None or not local_ok:         # a copy is missing somewhere
@@ -151,13 +150,11 @@ class Device:
         self.written_kib += length >> 10
         return length
 
-    def _write_local(self, offset: int, data: bytes | memoryview) -> bool:
+    async def _write_local(self, offset: int, data: bytes | memoryview) -> bool:
         """pwrite all of it; False (after on-io-error did its part) if the disk failed."""
-        view, done, length = memoryview(data), 0, len(data)
         t1 = latency.clock()
         try:
-            while done < length:
-                done += os.pwrite(self.fd, view[done:], offset + done)
+            await self.syncer.write(data, offset)
         except OSError as e:
             self.io_error("write", e)
             return False

@@ -10,7 +10,6 @@ breaks is marked out of sync, so nothing is silently lost.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -101,6 +100,7 @@ class Peer:
         self.verify = None            # replicator.verify.Verify while verifying
         self.sync_aborted = False     # this session's resync/verify was stopped by abort_sync
         self.dispatching = False
+        self.frames_handled = 0       # frames dispatched (the keepalive watches it move)
         self.ping_waiting: trio.Event | None = None
         self.reads: dict[int, tuple[trio.Event, list]] = {}
         self.read_id = 0
@@ -263,6 +263,7 @@ class Peer:
                 await self._goodbye()         # our PARAMS must reach the peer before we go
                 raise
             nursery.start_soon(self._pinger, link)
+            nursery.start_soon(self._keepalive)
             nursery.start_soon(self._ko_watch, link)
             async for frame in frames:
                 if frame is None:
@@ -275,6 +276,7 @@ class Peer:
                     self.dispatching = True        # (a handler script may take its time)
                     await self._dispatch(frame)
                     self.dispatching = False
+                    self.frames_handled += 1
             raise LinkClosed("peer closed the connection")
 
     async def _goodbye(self) -> None:
@@ -506,6 +508,18 @@ class Peer:
                     raise SessionEnd(Conn.NetworkFailure)
                 heard = link.bytes_received
 
+    async def _keepalive(self) -> None:
+        """While one frame's handler waits (a write queued behind a running flush, a handler
+        script), the frames behind it stay unread, the peer's PING among them: show the peer
+        that we live, as 8.4's asender goes on answering pings while the receiver waits."""
+        period = self.opts["ping-timeout"] / 20         # half a ping timeout, in seconds
+        last = -1
+        while True:
+            await trio.sleep(period)
+            if self.dispatching and self.frames_handled == last:
+                self.send(Msg.PING)
+            last = self.frames_handled
+
     async def _ko_watch(self, link: PeerLink) -> None:
         """8.4's ko-count: a peer that has not completed a write within ko-count x timeout
         is expelled, even if it still answers pings (a hung disk). Completed: sent for
@@ -535,7 +549,7 @@ class Peer:
     async def _handle(self, frame) -> None:
         t, b = frame.type, frame.body
         if t == Msg.DATA:
-            self._on_data(b, frame.data)
+            await self._on_data(b, frame.data)
         elif t == Msg.WRITE_ACK:
             self._acked_upto(int(b["upto"]), retire=True)
         elif t == Msg.RECV_ACK:
@@ -574,7 +588,7 @@ class Peer:
         elif t == Msg.DISCARD:
             await self._on_discard(b)
         elif t == Msg.READ_REQUEST:
-            self._on_read_request(b)
+            await self._on_read_request(b)
         elif t == Msg.READ_REPLY:
             ev, box = self.reads.pop(int(b["id"]), (None, None))
             if ev is not None:
@@ -614,7 +628,7 @@ class Peer:
             raise ProtocolError(f"{what} at {off}+{length} is outside the device ({size} bytes)")
         return off
 
-    def _on_data(self, b: dict, data: memoryview) -> None:
+    async def _on_data(self, b: dict, data: memoryview) -> None:
         seq = int(b["seq"])
         self.received_upto = seq
         self.data_received = True
@@ -626,9 +640,7 @@ class Peer:
             return
         off = self._checked_range(b["off"], len(data), "write")
         try:
-            done = 0
-            while done < len(data):
-                done += os.pwrite(dev.fd, data[done:], off + done)
+            await dev.syncer.write(data, off)
         except OSError as e:
             self.send(Msg.NEG_ACK, {"seq": seq})
             dev.io_error("write", e)
@@ -636,7 +648,6 @@ class Peer:
         if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
             dev.bitmap.set_range(off, len(data))       # only copy, its peer will need it
         dev.written_kib += len(data) >> 10
-        dev.syncer.wrote(len(data))
         self.nr_kib += len(data) >> 10
         if self.resync is not None:
             self.resync.app_write(off, len(data))
@@ -662,7 +673,7 @@ class Peer:
         dev.syncer.wrote(0)
         self.written_upto = seq
 
-    def _on_read_request(self, b: dict) -> None:
+    async def _on_read_request(self, b: dict) -> None:
         rid, length = int(b["id"]), int(b["len"])
         off = self._checked_range(b["off"], length, "read request")
         dev = self._usable_disk()
@@ -670,7 +681,7 @@ class Peer:
             self.send(Msg.READ_REPLY, {"id": rid, "err": "no up-to-date data here"})
             return
         try:
-            data = os.pread(dev.fd, length, off)
+            data = await dev.syncer.read(length, off)
         except OSError as e:
             self.send(Msg.READ_REPLY, {"id": rid, "err": e.strerror})
             dev.io_error("read", e)

@@ -131,7 +131,7 @@ class Resync:
             self._complete(b["off"], b["len"], None)
             return True
         if t == Msg.RS_REQUEST and self.source:
-            self._answer_request(b)
+            await self._answer_request(b)
             return True
         if t == Msg.RS_WRITE_ACK and self.source:
             self.dev.bitmap.clear_range(b["off"], b["len"])
@@ -164,11 +164,11 @@ class Resync:
                             f"[{self.total_bits} bits set]).")
         self.peer.nursery.start_soon(self._flusher)
 
-    def _answer_request(self, b: dict) -> None:
+    async def _answer_request(self, b: dict) -> None:
         off, length = int(b["off"]), int(b["len"])
         if length <= 0 or length > REQUEST_MAX or off < 0 or off + length > self.dev.size():
             raise ProtocolError(f"resync request {off}+{length} out of range")
-        data = self._disk_io("resync read", os.pread, self.dev.fd, length, off)
+        data = await self._disk_io("resync read", self.dev.syncer.read, length, off)
         self.dev.read_kib += length >> 10            # dr: counts resync reads, as 8.4's
         if len(data) < length:
             data += bytes(length - len(data))
@@ -206,10 +206,10 @@ class Resync:
         bm, first = self.dev.bitmap, -(-self.dev.size() // 4096)
         bm.clear_bits(first, bm.nbits - first)
 
-    def _disk_io(self, where: str, call: Any, *args: Any) -> Any:
+    async def _disk_io(self, where: str, call: Any, *args: Any) -> Any:
         """A backing disk read or write for the resync; a failing disk ends the resync."""
         try:
-            return call(*args)
+            return await call(*args)
         except OSError as e:
             self._disk_failed(where, e)
 
@@ -280,8 +280,8 @@ class Resync:
                     await self._wait()
                 body: dict = {"off": off, "len": length}
                 if alg:
-                    body["digest"] = digest(alg, self._disk_io("csums read", os.pread,
-                                                               self.dev.fd, length, off))
+                    body["digest"] = digest(alg, await self._disk_io(
+                        "csums read", self.dev.syncer.read, length, off))
                 self.inflight[off] = [length, False]
                 self.inflight_bytes += length
                 self.peer.send(Msg.RS_REQUEST, body)
@@ -305,13 +305,9 @@ class Resync:
         if entry is None or entry[0] != len(data):
             raise ProtocolError(f"unexpected resync reply at {off}")
         if not entry[1]:
-            done = 0
-            while done < len(data):
-                done += self._disk_io("resync write", os.pwrite, self.dev.fd, data[done:],
-                                      off + done)
+            await self._disk_io("resync write", self.dev.syncer.write, data, off)
             self.transferred += len(data)
             self.dev.written_kib += len(data) >> 10  # dw: resync writes too (8.4)
-            self.dev.syncer.wrote(len(data))
             self.peer.nr_kib += len(data) >> 10
         self._complete(off, len(data), None)
 

@@ -16,18 +16,37 @@ not pay.
 Everything here runs on the trio thread. The fdatasync itself runs inline (small ones,
 when nobody else waits on the loop), in the kernel through native AIO
 (``replicator.aio_fsync``), or where that is unavailable in a worker thread.
+
+The writes to the file go through ``write()`` as well: inline on the trio thread (a
+page-cache pwrite costs less than a thread hand-off), except while an fdatasync runs. Where
+fsync holds the file's inode lock (FUSE, btrfs) a write waits for the flush to end, and
+inline it would stall the whole event loop for as long, pings and all; so meanwhile writes
+go to one writer thread, in the order they were issued, and reads that must see them
+(``read()``) queue behind them.
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Callable
 
 import trio
 
+from fuseblk.workers import WorkerPool
 from replicator.aio_fsync import open_aio_fsync
 
 INLINE_MAX = 256 << 10        # sync inline (no thread round trip) when this little is dirty
 ANTICIPATE_GAP = 2            # writes between flushes that make a workload "fsync-heavy"
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """pwrite all of ``data`` at ``offset`` (OSError on failure, ENOSPC if nothing fits)."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += n
 
 
 class _Run:
@@ -54,6 +73,36 @@ class Syncer:
         self._since_flush = 0           # writes since the last sync() call
         self._fsync_heavy = False
         self._aio = open_aio_fsync(fd) if aio else None    # None: worker threads
+        self._lane = WorkerPool(1, name="disk-writer")     # one thread: issue order kept
+        self._lane_jobs = 0             # writes/reads queued on it or running there
+        self._lane_idle = trio.Event()
+        self._lane_idle.set()
+
+    async def write(self, data: bytes | memoryview, offset: int) -> None:
+        """pwrite all of ``data`` at ``offset`` and record it (OSError if that failed):
+        inline, or on the writer thread while an fdatasync runs or writes wait there."""
+        if self._running is None and not self._lane_jobs:
+            pwrite_all(self.fd, data, offset)
+        else:
+            await self._in_lane(pwrite_all, self.fd, data, offset)
+        self.wrote(len(data))
+
+    async def read(self, length: int, offset: int) -> bytes:
+        """pread that sees every write issued through ``write()`` before it."""
+        if not self._lane_jobs:
+            return os.pread(self.fd, length, offset)
+        return await self._in_lane(os.pread, self.fd, length, offset)
+
+    async def _in_lane(self, call: Callable, *args: object):
+        if not self._lane_jobs:
+            self._lane_idle = trio.Event()
+        self._lane_jobs += 1
+        try:
+            return await self._lane.run(call, *args)
+        finally:
+            self._lane_jobs -= 1
+            if not self._lane_jobs:
+                self._lane_idle.set()
 
     def wrote(self, nbytes: int) -> None:
         """Record a write to the file (call it once the pwrite returned)."""
@@ -92,12 +141,16 @@ class Syncer:
         self._since_flush = 0
 
     async def quiesce(self) -> None:
-        """Wait until no fdatasync is running (before the file is closed)."""
-        while self._running is not None:
-            await self._running.done.wait()
+        """Wait until no fdatasync and no write is running (before the file is closed)."""
+        while self._running is not None or self._lane_jobs:
+            if self._running is not None:
+                await self._running.done.wait()
+            await self._lane_idle.wait()
 
     def close(self) -> None:
-        """Release the AIO context (after quiesce(), before the file is closed)."""
+        """Release the AIO context and the writer thread (after quiesce(), before the file
+        is closed)."""
+        self._lane.close()
         if self._aio is not None:
             self._aio.close()
             self._aio = None

@@ -214,6 +214,37 @@ def test_a_slow_flush_on_the_peer_does_not_look_like_a_dead_peer(tmp_path: Path)
             assert not any("PingAck" in m or "conn(" in m for m in since), since
 
 
+def test_a_write_that_waits_for_the_peers_flush_does_not_stall_its_pings(tmp_path: Path):
+    """On FUSE (and btrfs) a write waits while an fdatasync of the file runs. node2 starts
+    one on its own as soon as a write arrives (fsync-heavy writer); the next write reaches
+    it 2.5 s before that flush ends, and node2 must go on showing node1 that it lives."""
+    conf = with_net("ping-int 1; ping-timeout 5;")
+    with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        for _ in range(2):                       # a write, an fsync: fsync-heavy now
+            write_blocks(n1, seed, [0])
+        seen = {n.name: len(n.log_messages()) for n in c.nodes}
+        disk.slow("fsync", 2.5)
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, block_for(seed, 0), 0)
+            time.sleep(0.1)                      # node2's own fdatasync of it has begun
+            os.pwrite(fd, block_for(seed, BLOCK), BLOCK)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert in_sync(n1.snapshot())
+        for n in c.nodes:
+            since = n.log_messages()[seen[n.name]:]
+            assert not any("PingAck" in m or "conn(" in m for m in since), since
+        with open(disk.image, "rb") as f:        # acknowledged under C: on node2's disk
+            assert [os.pread(f.fileno(), BLOCK, off) for off in (0, BLOCK)] == \
+                [block_for(seed, off) for off in (0, BLOCK)]
+
+
 def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
     """The resync must not go on reading a failed disk: the target would get stale blocks
     over the writes it received directly, and be called UpToDate."""

@@ -244,3 +244,48 @@ def test_a_file_without_fsync_falls_back_to_threads_and_reports_the_error():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_while_a_flush_runs_writes_leave_the_event_loop_and_keep_their_order(fake, monkeypatch):
+    """Where fsync holds the inode lock (FUSE, btrfs) a write waits for the flush: not on
+    the event loop. Writes made meanwhile keep their order, a read after them sees them,
+    and once all is quiet writes are inline again."""
+    f, fd = fake
+    log: list = []
+    hold = threading.Event()
+    real_pwrite = S.os.pwrite
+
+    def pwrite(fd_: int, data, off: int) -> int:
+        on_loop = threading.current_thread() is threading.main_thread()
+        log.append((on_loop, bytes(data[:1])))
+        if not on_loop and bytes(data[:1]) == b"b":
+            hold.wait(5)                 # the first one waits, as for the flush's lock
+        return real_pwrite(fd_, data, off)
+    monkeypatch.setattr(S.os, "pwrite", pwrite)
+
+    async def main() -> None:
+        s, _ = make(fd)
+        await s.write(b"a" * 4096, 0)
+        f.gate = threading.Event()
+        got: list = []
+
+        async def read() -> None:
+            got.append(await s.read(1, 0))
+        async with trio.open_nursery() as n:
+            n.start_soon(s.sync)
+            await trio.to_thread.run_sync(f.entered.wait)
+            for ch in b"bcd":
+                n.start_soon(s.write, bytes([ch]) * 4096, 0)
+                await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not got                          # queued behind the writes
+            f.gate.set()
+            hold.set()
+        assert got == [b"d"]
+        await s.write(b"e" * 4096, 0)
+        assert log == [(True, b"a"), (False, b"b"), (False, b"c"), (False, b"d"), (True, b"e")]
+        assert s.generation == 6                    # 1 + five recorded writes
+        await s.quiesce()
+        s.close()
+    trio.run(main)
