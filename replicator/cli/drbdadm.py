@@ -330,8 +330,7 @@ def do_attach(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_connect(p: Planner, res: Resource, inv: Invocation) -> int:
-    extra = [o for o in inv.backend if o in ("--discard-my-data", "--tentative", "--dry-run")]
-    return run_steps(p.connect(res, extra), inv.dry_run)
+    return run_steps(p.connect(res, inv.backend), inv.dry_run)
 
 
 def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -339,13 +338,12 @@ def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_primary(p: Planner, res: Resource, inv: Invocation) -> int:
-    extra = [o for o in inv.backend if o in ("--force", "--overwrite-data-of-peer")]
-    return run_steps(p.minor_steps(res, "primary", extra), inv.dry_run)
+    return run_steps(p.minor_steps(res, "primary", inv.backend), inv.dry_run)
 
 
 def minor_cmd(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
-        return run_steps(p.minor_steps(res, cmd), inv.dry_run)
+        return run_steps(p.minor_steps(res, cmd, inv.backend), inv.dry_run)
     return run
 
 
@@ -386,8 +384,7 @@ def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
               f"Try 'new-current-uuid minor-<minor_number>' or 'new-current-uuid {res.name}/<vnr>'",
               file=sys.stderr)
         raise Failed(1)
-    extra = [o for o in inv.backend if o == "--clear-bitmap"]
-    return run_steps(p.minor_steps(res, "new-current-uuid", extra), inv.dry_run)
+    return run_steps(p.minor_steps(res, "new-current-uuid", inv.backend), inv.dry_run)
 
 
 def do_status(p: Planner, res: Resource, inv: Invocation) -> int:

@@ -489,6 +489,28 @@ COMMANDS = {
 }
 
 
+# the options each command takes (8.4's); commands not listed check theirs against the
+# disk/net option tables (replicator.settings) in the daemon
+OPTIONS: dict[str, set[str]] = {
+    "new-resource": set(), "new-minor": {"device"}, "detach": {"force"},
+    "primary": {"force", "overwrite-data-of-peer"}, "secondary": set(),
+    "invalidate": set(), "invalidate-remote": set(), "pause-sync": set(),
+    "resume-sync": set(), "verify": set(), "outdate": set(),
+    "new-current-uuid": {"clear-bitmap"}, "disconnect": {"force"}, "down": set(),
+    "status": {"verbose", "statistics"}, "events2": {"now", "statistics", "timestamps", "full"},
+    "role": set(), "cstate": set(), "dstate": set(), "show": set(),
+    "wait-connect": {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout",
+                     "wait-after-sb"},
+}
+
+
+def check_options(cmd: str, opts: dict) -> None:
+    allowed = OPTIONS.get(cmd)
+    for name in opts if allowed is not None else ():
+        if name not in allowed:
+            raise UsageError(f"drbdsetup {cmd}: unrecognized option '--{name}'")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -501,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return 20
     args, opts = parse_options(rest)
     try:
+        check_options(cmd, opts)
         return fn(args, opts)
     except UsageError as e:
         print(str(e), file=sys.stderr)

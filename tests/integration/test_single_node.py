@@ -207,6 +207,14 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
     assert n.drbdadm("-d", "primary", "minor-0").stdout == "drbdsetup primary 0\n"
     assert n.drbdadm("-d", "--force", "create-md", "r0").stdout == \
         f"drbdmeta --force 0 v08 {n.disk} internal create-md\n"
+    # options for drbdsetup go to it, as drbdadm-84 passes them; it refuses what it lacks
+    assert n.drbdadm("-d", "--", "--foo", "primary", "r0").stdout == "drbdsetup primary 0 --foo\n"
+    r = n.drbdadm("primary", "--foo", "r0", check=False)
+    assert r.returncode == 20 and r.stderr.splitlines() == [
+        "drbdsetup primary: unrecognized option '--foo'",
+        "Command 'drbdsetup primary 0 --foo' terminated with exit code 20"]
+    r = n.drbdsetup("status", "--bogus", check=False)
+    assert r.returncode == 20 and r.stderr == "drbdsetup status: unrecognized option '--bogus'\n"
 
 
 def test_up_refuses_an_address_this_host_does_not_have(tmp_path: Path):
