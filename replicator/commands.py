@@ -181,6 +181,24 @@ async def _detach(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
+@handler("get-gi")
+async def _get_gi(daemon: Any, args: dict) -> Reply:
+    """8.4's ``drbdsetup get-gi``/``show-gi``: the generation identifiers the attached disk
+    has now (no disk: 138, and drbdadm asks drbdmeta instead)."""
+    from meta import gi
+    obj, err = check_minor(daemon, args)
+    if err:
+        return err
+    dev = daemon.resource.device
+    if dev is None:
+        return failure(obj, ERR_NO_DISK)
+    md = dev.md
+    if args.get("show"):
+        return ok(gi.format_show_gi(md.uuids, md.flags, md.sb.la_size_sect,
+                                    md.sb.la_peer_max_bio_size))
+    return ok(gi.format_gi(md.uuids, md.flags))
+
+
 @handler("primary")
 async def _primary(daemon: Any, args: dict) -> Reply:
     obj, err = check_minor(daemon, args)

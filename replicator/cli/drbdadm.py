@@ -366,13 +366,25 @@ def do_dstate(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps(p.meta_steps(res, "dstate"), inv.dry_run)
 
 
-def online_or_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
-    """drbdsetup on a running resource, else drbdmeta edits the metadata (8.4's fallback)."""
+def is_attached(name: str) -> bool:
+    from replicator import control
+    from replicator.cli import drbdsetup
+    try:
+        return is_running(name) and drbdsetup.call(name, "snapshot")["snapshot"]["disk"] \
+            not in ("Diskless", "Failed")
+    except control.ControlError:
+        return False
+
+
+def online_or_meta(cmd: str, online: Callable[[str], bool] = is_running
+                   ) -> Callable[[Planner, Resource, Invocation], int]:
+    """drbdsetup on a running resource (for get-gi/show-gi: one with its disk attached),
+    else drbdmeta works on the metadata (8.4's fallback)."""
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
         if inv.dry_run:
             run_steps(p.minor_steps(res, cmd), True)
             return run_steps(p.meta_steps(res, cmd), True)
-        if is_running(res.name):
+        if online(res.name):
             return run_steps(p.minor_steps(res, cmd), False)
         return run_steps(p.meta_steps(res, cmd), False)
     return run
@@ -487,8 +499,8 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "new-current-uuid": do_new_current_uuid,
     "create-md": offline_meta("create-md"),
     "dump-md": offline_meta("dump-md"),
-    "show-gi": offline_meta("show-gi"),
-    "get-gi": offline_meta("get-gi"),
+    "show-gi": online_or_meta("show-gi", is_attached),
+    "get-gi": online_or_meta("get-gi", is_attached),
     "apply-al": offline_meta("apply-al"),
     "wipe-md": offline_meta("wipe-md"),
     "outdate": online_or_meta("outdate"),

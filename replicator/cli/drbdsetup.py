@@ -217,6 +217,16 @@ def cmd_minor_simple(cmd: str) -> Any:
     return run
 
 
+def cmd_gi(show: bool) -> Any:
+    def run(args: list[str], opts: dict) -> int:
+        _need(args, 1, f"{'show' if show else 'get'}-gi MINOR")
+        minor, res = _minor_target(args[0])
+        if res is None:
+            return _minor_not_allocated(minor)
+        return _emit(call(res, "get-gi", minor=minor, show=show))
+    return run
+
+
 def cmd_connect(args: list[str], opts: dict) -> int:
     _need(args, 3, "connect RESOURCE LOCAL_ADDR PEER_ADDR [options]")
     res = args[0]
@@ -485,6 +495,8 @@ COMMANDS = {
     "cstate": cmd_state_query(report.cstate),
     "dstate": cmd_state_query(report.dstate),
     "show": cmd_show,
+    "get-gi": cmd_gi(show=False),
+    "show-gi": cmd_gi(show=True),
     "wait-connect": cmd_wait_connect,
 }
 
@@ -498,7 +510,8 @@ OPTIONS: dict[str, set[str]] = {
     "resume-sync": set(), "verify": set(), "outdate": set(),
     "new-current-uuid": {"clear-bitmap"}, "disconnect": {"force"}, "down": set(),
     "status": {"verbose", "statistics"}, "events2": {"now", "statistics", "timestamps", "full"},
-    "role": set(), "cstate": set(), "dstate": set(), "show": set(),
+    "role": set(), "cstate": set(), "dstate": set(), "show": set(), "get-gi": set(),
+    "show-gi": set(),
     "wait-connect": {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout",
                      "wait-after-sb"},
 }

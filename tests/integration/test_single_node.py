@@ -386,3 +386,27 @@ def test_without_a_disk_the_device_file_refuses_opens(cluster: Cluster):
     assert os.stat(n.device).st_size == size
     n.drbdadm("down", "r0")
     assert not os.path.exists(n.device)           # created by up, removed by down
+
+
+def test_get_gi_asks_the_daemon_while_attached_and_drbdmeta_otherwise(cluster: Cluster):
+    """8.4's drbdadm get-gi/show-gi: drbdsetup (the kernel's current UUIDs) for an attached
+    minor, drbdmeta (the metadata on disk) when that has no disk."""
+    n = cluster.node1
+    assert n.drbdadm("-d", "get-gi", "r0").stdout.splitlines() == [
+        "drbdsetup get-gi 0", f"drbdmeta 0 v08 {n.disk} internal get-gi"]
+    n.drbdadm("create-md", "r0")
+    fresh = "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n"
+    assert n.drbdadm("get-gi", "r0").stdout == fresh            # not up: drbdmeta
+    n.drbdadm("up", "r0")
+    n.drbdadm("primary", "--force", "r0")
+    r = n.drbdadm("get-gi", "r0")
+    assert r.stdout == n.snapshot()["uuids"] + ":1:1:1:0:0:0:0\n"
+    assert r.stdout.split(":")[1] == "0000000000000004"        # the new current UUID's base
+    assert r.stderr == ""                                       # no "might be stale" note
+    assert "flags: Primary, StandAlone, UpToDate" in n.drbdadm("show-gi", "r0").stdout
+    n.drbdadm("secondary", "r0")
+    n.drbdadm("detach", "r0")
+    r = n.drbdsetup("get-gi", "0", check=False)
+    assert r.returncode == 10 and r.stderr == "0: Failure: (138) Device does not have a disk-config\n"
+    r = n.drbdadm("get-gi", "r0")                               # detached: drbdmeta reads it
+    assert re.fullmatch(r"[0-9A-F]{16}:0000000000000004:0{16}:0{16}:1:1:0:0:0:0:0\n", r.stdout)
