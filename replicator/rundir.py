@@ -19,6 +19,18 @@ def socket_path(resource: str) -> str:
     return os.path.join(run_dir(), f"{resource}.sock")
 
 
+SUN_PATH_MAX = 107            # bytes of an AF_UNIX socket path (sun_path[108], NUL-ended)
+
+
+def socket_path_problem(resource: str) -> str | None:
+    """Why the resource's control socket cannot be created, or None."""
+    path = socket_path(resource)
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        return (f"{resource}: resource name too long: its control socket {path} would be "
+                f"longer than the {SUN_PATH_MAX} bytes a socket path may have")
+    return None
+
+
 def log_path(resource: str) -> str:
     return os.path.join(run_dir(), f"{resource}.log")
 

@@ -152,6 +152,9 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
             return 0  # exists already: as the kernel, not an error
         except control.ControlError:
             os.unlink(rundir.socket_path(res))  # stale socket of a dead daemon
+    if problem := rundir.socket_path_problem(res):
+        print(problem, file=sys.stderr)
+        return 10
     if res in rundir.dead_resources():
         _clean_up_after(res)
     rundir.ensure_run_dir()

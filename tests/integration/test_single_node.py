@@ -215,6 +215,10 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
         "Command 'drbdsetup primary 0 --foo' terminated with exit code 20"]
     r = n.drbdsetup("status", "--bogus", check=False)
     assert r.returncode == 20 and r.stderr == "drbdsetup status: unrecognized option '--bogus'\n"
+    long_name = "r" * 120                   # its socket path would not fit in sun_path
+    r = n.drbdsetup("new-resource", long_name, check=False)
+    assert r.returncode == 10 and r.stderr.startswith(f"{long_name}: resource name too long")
+    assert not list(n.run_dir.glob(f"{long_name}*"))
 
 
 def test_up_refuses_an_address_this_host_does_not_have(tmp_path: Path):
