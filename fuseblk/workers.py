@@ -34,9 +34,12 @@ class WorkerPool:
         self._idle = 0    # threads waiting for a job
         self._queued = 0  # jobs not picked up yet
         self._lock = threading.Lock()
+        self._closed = False
 
     def _submit(self, job) -> None:
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name}: the worker pool is closed")
             self._queued += 1
             self._jobs.put(job)
             if self._queued <= self._idle or len(self._threads) >= self._threads_max:
@@ -76,6 +79,8 @@ class WorkerPool:
         return await trio.lowlevel.wait_task_rescheduled(_abort_failed)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         for _ in self._threads:
             self._jobs.put(_STOP)
         self._threads = []

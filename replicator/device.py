@@ -18,7 +18,6 @@ import pyfuse3
 import trio
 
 from fuseblk._lowlevel import wait_polling
-from fuseblk.file_engine import punch_hole
 from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata
@@ -206,7 +205,7 @@ class Device:
         while True:
             self.al_busy += 1
             try:
-                written = await trio.to_thread.run_sync(al.begin_io, first, last)
+                written = await self.syncer.flushing(al.begin_io, first, last)
                 break
             except ActivityLogBusy:           # every slot pinned by I/O in flight: wait
                 peer = self.resource.peer     # for one (A/B: the barrier ack frees them)
@@ -253,8 +252,7 @@ class Device:
                 pending = peer.submit_discard(offset, length)
                 if peer.resync is not None:
                     peer.resync.app_write(offset, length)
-            await trio.to_thread.run_sync(punch_hole, self.fd, offset, length)
-            self.syncer.wrote(0)
+            await self.syncer.discard(offset, length)
             if pending is None:
                 self.bitmap.set_range(offset, length)
             else:
@@ -380,7 +378,7 @@ class Device:
                 version = self._sb_version
                 try:
                     image = self.md.superblock_image()
-                    await trio.to_thread.run_sync(self.md.write_superblock_image, image)
+                    await self.syncer.flushing(self.md.write_superblock_image, image)
                 except OSError as e:
                     self.io_error("superblock write", e, meta=True)
                 except MetadataError as e:        # refused to write an invalid one

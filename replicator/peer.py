@@ -597,7 +597,7 @@ class Peer:
         elif t == Msg.DISCONNECT:
             raise SessionEnd(Conn.TearDown)
         elif t == Msg.OV_REQUEST:
-            verify.answer(self, b)
+            await verify.answer(self, b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":
             self._on_verify_request()
         elif self.verify is not None and self.verify.handle(frame):
@@ -654,7 +654,6 @@ class Peer:
         self.written_upto = seq
 
     async def _on_discard(self, b: dict) -> None:
-        from fuseblk.file_engine import punch_hole
         seq, length = int(b["seq"]), int(b["len"])
         self.received_upto = seq
         dev = self._usable_disk()
@@ -665,12 +664,11 @@ class Peer:
         if self.resync is not None:
             self.resync.app_write(off, length)
         try:
-            await trio.to_thread.run_sync(punch_hole, dev.fd, off, length)
+            await dev.syncer.discard(off, length)
         except OSError as e:
             self.send(Msg.NEG_ACK, {"seq": seq})
             dev.io_error("discard", e)
             return
-        dev.syncer.wrote(0)
         self.written_upto = seq
 
     async def _on_read_request(self, b: dict) -> None:

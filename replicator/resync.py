@@ -197,7 +197,7 @@ class Resync:
         the event loop (after a resync much may be dirty; the superblock write that
         follows would otherwise flush it all while pings go unanswered)."""
         try:
-            await trio.to_thread.run_sync(os.fdatasync, self.dev.fd)
+            await self.dev.syncer.flushing(os.fdatasync, self.dev.fd)
         except OSError as e:
             self._disk_failed("resync flush", e)
 
@@ -354,7 +354,7 @@ class Resync:
         with self._scope():
             while not self.done_flag:
                 await trio.sleep(BM_FLUSH_INTERVAL)
-                await trio.to_thread.run_sync(self.dev.flush_bitmap)
+                await self.dev.syncer.flushing(self.dev.flush_bitmap)
 
     def paused_changed(self, paused: bool) -> None:
         now = time.monotonic()

@@ -77,15 +77,35 @@ class Syncer:
         self._lane_jobs = 0             # writes/reads queued on it or running there
         self._lane_idle = trio.Event()
         self._lane_idle.set()
+        self._flushing = 0              # metadata writes + fdatasyncs running in threads
 
     async def write(self, data: bytes | memoryview, offset: int) -> None:
         """pwrite all of ``data`` at ``offset`` and record it (OSError if that failed):
-        inline, or on the writer thread while an fdatasync runs or writes wait there."""
-        if self._running is None and not self._lane_jobs:
+        inline, or on the writer thread while an fdatasync runs or writes wait there.
+        Not cancellable: the peer may have this write already, so it must land here too."""
+        if self._running is None and not self._flushing and not self._lane_jobs:
             pwrite_all(self.fd, data, offset)
         else:
-            await self._in_lane(pwrite_all, self.fd, data, offset)
+            with trio.CancelScope(shield=True):
+                await self._in_lane(pwrite_all, self.fd, data, offset)
         self.wrote(len(data))
+
+    async def discard(self, offset: int, length: int) -> None:
+        """Punch a hole, in order with the writes (always on the writer thread: it may
+        take long). Not cancellable, as write()."""
+        from fuseblk.file_engine import punch_hole
+        with trio.CancelScope(shield=True):
+            await self._in_lane(punch_hole, self.fd, offset, length)
+        self.wrote(0)
+
+    async def flushing(self, call: Callable, *args: object):
+        """Run ``call`` (a metadata write and its fdatasync of this file) in a worker
+        thread; writes meanwhile go to the writer thread, as during our own fdatasync."""
+        self._flushing += 1
+        try:
+            return await trio.to_thread.run_sync(call, *args)
+        finally:
+            self._flushing -= 1
 
     async def read(self, length: int, offset: int) -> bytes:
         """pread that sees every write issued through ``write()`` before it."""
@@ -196,7 +216,8 @@ class Syncer:
             self._aio.submit()
             return True
         except OSError:
-            self.close()
+            self._aio.close()
+            self._aio = None
             return False
 
     def _done(self, run: _Run, error: OSError | None) -> None:

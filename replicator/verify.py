@@ -7,7 +7,6 @@ itself: disconnect/connect (or invalidate) does that afterwards, as in DRBD.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -23,8 +22,9 @@ BLOCK = 4096
 WINDOW = 8                 # requests in flight
 
 
-def block_digests(alg: str, fd: int, off: int, length: int) -> list[bytes]:
-    data = os.pread(fd, length, off)
+async def block_digests(alg: str, dev: Any, off: int, length: int) -> list[bytes]:
+    """Digests of the 4 KiB blocks of a range of ``dev``, after every write issued before."""
+    data = await dev.syncer.read(length, off)
     if len(data) < length:
         data += bytes(length - len(data))
     view = memoryview(data)
@@ -61,7 +61,7 @@ class Verify:
                     self.wakeup = trio.Event()
                 theirs = self.replies.pop(first_off)
                 inflight.pop(0)
-                mine = block_digests(self.alg, self.dev.fd, first_off, first_len)
+                mine = await block_digests(self.alg, self.dev, first_off, first_len)
                 self._compare(first_off, mine, theirs)
             self.peer.send(Msg.OV_DONE, {"found": self.found})
             self._finish()
@@ -118,7 +118,7 @@ class Verify:
         self.scope.cancel()
 
 
-def answer(peer: Any, b: dict) -> None:
+async def answer(peer: Any, b: dict) -> None:
     """VerifyT: digests of a range of my blocks."""
     off, length = int(b["off"]), int(b["len"])
     if length <= 0 or length > RANGE or off < 0 or off + length > peer.dev.size():
@@ -126,7 +126,8 @@ def answer(peer: Any, b: dict) -> None:
     alg = peer.opts["verify-alg"]
     if not alg:
         raise ProtocolError("verify requested but no verify-alg is configured")
-    peer.send(Msg.OV_REPLY, {"off": off, "digests": block_digests(alg, peer.dev.fd, off, length)})
+    digests = await block_digests(alg, peer.dev, off, length)
+    peer.send(Msg.OV_REPLY, {"off": off, "digests": digests})
 
 
 def start(peer: Any) -> tuple[int, str]:

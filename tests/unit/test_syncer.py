@@ -289,3 +289,75 @@ def test_while_a_flush_runs_writes_leave_the_event_loop_and_keep_their_order(fak
         await s.quiesce()
         s.close()
     trio.run(main)
+
+
+def test_a_refused_aio_sync_leaves_the_writer_thread_working(tmp_path, monkeypatch):
+    """The AIO fallback used to close the writer thread with the AIO context: the next
+    write made during a sync then waited forever."""
+    fd = os.open(tmp_path / "disk", os.O_RDWR | os.O_CREAT)
+
+    async def main() -> None:
+        s = S.Syncer(fd, [].append)
+        assert s._aio is not None, "native AIO unavailable on this machine"
+
+        def refuse() -> None:
+            raise OSError(22, "refused")
+        monkeypatch.setattr(s._aio, "submit", refuse)
+        s._running = S._Run(s.generation)           # a sync runs: writes use the thread
+        await s.write(b"a" * 4096, 0)
+        s._running = None
+        s.wrote(1)
+        assert await s.sync() and s._aio is None    # fell back to a thread
+        assert not s._lane._closed                  # (a closed one would hang the write)
+        s._running = S._Run(s.generation)
+        with trio.fail_after(5):
+            await s.write(b"b" * 4096, 0)
+        s._running = None
+        assert os.pread(fd, 1, 0) == b"b"
+        await s.quiesce()
+        s.close()
+    try:
+        trio.run(main)
+    finally:
+        os.close(fd)
+
+
+def test_writes_and_discards_on_the_writer_thread_keep_order_and_outlive_cancellation(
+        tmp_path, monkeypatch):
+    """While a metadata flush runs, a write then a discard of the same block go to the
+    writer thread in that order; cancelling the writer does not skip its write (the peer
+    may have it already)."""
+    fd = os.open(tmp_path / "disk", os.O_RDWR | os.O_CREAT)
+    os.ftruncate(fd, 1 << 20)
+    gate = threading.Event()
+    on_loop: list[bool] = []
+    real = S.pwrite_all
+
+    def pwrite_all(*args) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        real(*args)
+    monkeypatch.setattr(S, "pwrite_all", pwrite_all)
+
+    async def main() -> None:
+        s = S.Syncer(fd, [].append, aio=False)
+        async with trio.open_nursery() as n:
+            n.start_soon(s.flushing, gate.wait, 5)          # holds the "flush" open
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await s.write(b"x" * 4096, 0)             # cancelled, lands anyway
+            assert os.pread(fd, 1, 0) == b"x" and s._lane_jobs == 0
+            n.start_soon(s.write, b"y" * 4096, 4096)
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(s.discard, 4096, 4096)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        assert os.pread(fd, 4096, 4096) == bytes(4096)    # the discard came last
+        assert on_loop == [False, False]                  # both writes left the loop
+        assert s.generation == 4
+        await s.quiesce()
+        s.close()
+    try:
+        trio.run(main)
+    finally:
+        os.close(fd)
