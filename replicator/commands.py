@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from replicator import control, rundir, snapshot
-from replicator.states import Conn, Disk, Role
+from replicator.states import TWO_PRIMARIES, Conn, Disk, Role
 
 Reply = dict[str, Any]
 
@@ -118,6 +118,13 @@ async def _attach(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.device is not None:
         return failure(obj, ERR_DISK_CONFIGURED)
+    if res.state.role == Role.Primary:
+        # 8.4 renegotiates on the live connection (disk Negotiating) and, disconnected,
+        # takes only a disk holding the data the device showed. udrbd reconnects to
+        # renegotiate: its Primary would serve the stale disk meanwhile and start a new
+        # data generation on it (a split brain at the reconnect)
+        return failure(obj, ERR_INVALID_REQUEST, "udrbd attaches a disk only to a "
+                       "Secondary: 'drbdadm secondary' first")
     try:
         await attach_device(daemon, args["disk"], args["meta_disk"], args.get("meta_index"),
                             args.get("options") or {})
@@ -207,8 +214,10 @@ async def _primary(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Primary:
         return ok()
-    if res.device is None and res.state.pdsk < Disk.UpToDate:
-        return state_failure(obj, -2, "Need access to UpToDate data")
+    if res.device is None:        # diskless: 8.4 would go on through an UpToDate peer;
+        if res.state.peer == Role.Primary and not (res.net or {}).get("allow-two-primaries"):
+            return state_failure(obj, *TWO_PRIMARIES)
+        return state_failure(obj, -2, "Need access to UpToDate data")    # udrbd does not
     code, text = await res.device.promote(force=bool(args.get("force")))
     return state_failure(obj, code, text) if code else ok()
 
@@ -221,7 +230,10 @@ async def _secondary(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Secondary:
         return ok()
-    code, text = await res.device.demote()
+    if res.device is None:        # a detached Primary: its device file opens nothing
+        code, text = res.try_change("device", role=Role.Secondary)
+    else:
+        code, text = await res.device.demote()
     return state_failure(obj, code, text) if code else ok()
 
 

@@ -195,3 +195,31 @@ def test_wait_con_int_times_out_then_sees_the_peer(tmp_path: Path):
         assert n1.snapshot()["conn"] == "Connected"
     finally:
         c.cleanup()
+
+
+def test_a_primary_without_disk_refuses_attach_and_promotion_cleanly(cluster: Cluster):
+    """udrbd renegotiates an attach by reconnecting; a Primary doing that used to start a
+    new data generation on its stale disk: split brain. It attaches as Secondary now.
+    And a diskless node asked to become Primary says why it cannot (it used to crash the
+    command handler)."""
+    synced_primary(cluster)
+    n1, n2 = cluster.nodes
+    n1.drbdadm("detach", "r0")
+    n1.wait_for(lambda s: s["disk"] == "Diskless" and s["pdsk"] == "UpToDate", what="detached")
+    r = n1.drbdadm("attach", "r0", check=False)
+    assert r.returncode == 10
+    assert "0: Failure: (162) Invalid configuration request" in r.stderr
+    assert "udrbd attaches a disk only to a Secondary" in r.stderr
+    r = n2.drbdadm("primary", "r0", check=False)            # node1 is Primary
+    assert r.returncode == 11
+    assert "0: State change failed: (-1) Multiple primaries not allowed by config" in r.stderr
+    n1.drbdadm("secondary", "r0")
+    n1.drbdadm("attach", "r0")
+    for n in cluster.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
+                   and s["pdsk"] == "UpToDate", timeout=60, what="renegotiated")
+    assert not any("Split-Brain" in m for n in cluster.nodes for m in n.log_messages())
+    n2.drbdadm("detach", "r0")                             # a diskless Secondary, peer
+    r = n2.drbdadm("primary", "r0", check=False)            # Secondary: no data here
+    assert r.returncode == 17
+    assert "0: State change failed: (-2) Need access to UpToDate data" in r.stderr
