@@ -340,9 +340,11 @@ class Peer:
 
     def _adopt_settings(self, p: dict) -> None:
         """The peer's net-options changed what the handshake compares: take it over."""
+        from replicator.sync_handshake import convert_after_sb
         new = {"protocol": p["protocol"], "allow-two-primaries": bool(p["two-primaries"]),
                "verify-alg": p.get("verify-alg") or "", "csums-alg": p.get("csums-alg") or "",
-               **dict(zip(("after-sb-0pri", "after-sb-1pri", "after-sb-2pri"), p["after-sb"]))}
+               **dict(zip(("after-sb-0pri", "after-sb-1pri", "after-sb-2pri"),
+                          map(convert_after_sb, p["after-sb"])))}    # its local: our remote
         changed = {k: v for k, v in new.items() if self.opts[k] != v}
         if not changed:
             return
@@ -357,6 +359,7 @@ class Peer:
             f"{k} {v}" for k, v in changed.items()))
 
     def _check_settings(self, p: dict) -> None:
+        from replicator.sync_handshake import convert_after_sb
         o = self.opts
         if p.get("update") and not self.settings_update:
             self._adopt_settings(p)
@@ -367,8 +370,8 @@ class Peer:
             if p.get("protocol") != self.protocol:
                 raise bad("communication protocols")
             names = ["after-sb-0pri", "after-sb-1pri", "after-sb-2pri"]
-            for i, name in enumerate(names):
-                if p["after-sb"][i] != o[name]:
+            for i, name in enumerate(names):          # the peer's discard-local is our
+                if convert_after_sb(p["after-sb"][i]) != o[name]:      # discard-remote
                     raise bad(f"{name} settings")
             if p.get("two-primaries") != o["allow-two-primaries"]:
                 raise bad("setting of the two-primaries options")

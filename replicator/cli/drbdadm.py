@@ -173,8 +173,12 @@ class Planner:
         if me.address is None or not peers or peers[0].address is None:
             return []
         peer = peers[0]
+        from replicator.sync_handshake import discard_node_policy
         opts = [f"--protocol={res.protocol}",
                 *_explicit_options(res, self.cfg, "net", {"protocol"})]
+        sb0 = "--after-sb-0pri="            # discard-node-NAME: local on NAME, else remote
+        opts = [sb0 + discard_node_policy(o[len(sb0):], self.node) if o.startswith(sb0) else o
+                for o in opts]
         return [Step("drbdsetup", ["connect", res.name, me.address.sockaddr,
                                    peer.address.sockaddr, *opts, *extra,
                                    f"--_name={peer.names[0] if peer.names else 'peer'}"])]

@@ -207,3 +207,49 @@ def test_after_sb_discard_zero_changes_resolves_automatically(tmp_path: Path):
                    in m for m in n1.log_messages())
     finally:
         c.cleanup()
+
+
+def test_discard_local_is_the_peers_discard_remote(tmp_path: Path):
+    """8.4 swaps discard-local/-remote of the peer's settings before comparing them: the
+    same discard-local on both nodes is refused (both would discard their data and wait
+    for the other's), discard-node-node2 (discard-local there, -remote here) resolves."""
+    text = WALKTHROUGH_CONF.replace("cram-hmac-alg sha1;",
+                                    "cram-hmac-alg sha1; after-sb-0pri discard-local;")
+    c = Cluster(tmp_path, conf_template=text)
+    try:
+        for n in c.nodes:
+            n.drbdadm("create-md", "r0")
+            n.drbdadm("up", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "StandAlone", what="refused")
+            assert any("incompatible after-sb-0pri settings" in m for m in n.log_messages())
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        c.config.write_text(c.config.read_text().replace("after-sb-0pri discard-local;",
+                                                         "after-sb-0pri discard-node-node2;"))
+        bring_up(c, md_force=True)
+        n1, n2 = c.nodes
+        for n in c.nodes:
+            n.drbdadm("disconnect", "r0")
+        n1.drbdadm("secondary", "r0")
+        seeds = {}
+        for n in c.nodes:                         # both write while apart, then neither
+            n.drbdadm("primary", "r0")            # is Primary: a 0-primaries split brain
+            seeds[n.name] = os.urandom(BLOCK)
+            fd = os.open(n.device, os.O_RDWR)
+            os.pwrite(fd, seeds[n.name], 8192)
+            os.fsync(fd)
+            os.close(fd)
+            n.drbdadm("secondary", "r0")
+        for n in c.nodes:
+            n.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="auto-resolved")
+        assert any("Split-Brain detected, 0 primaries, automatically solved. Sync from this "
+                   "node" in m for m in n1.log_messages())
+        n1.drbdadm("primary", "r0")
+        fd = os.open(n1.device, os.O_RDONLY)
+        assert os.pread(fd, BLOCK, 8192) == seeds["node1"]
+        os.close(fd)
+    finally:
+        c.cleanup()
