@@ -35,6 +35,10 @@ ERR_MINOR_EXISTS = (161, "Minor or volume exists already (delete it first)")
 ERR_INVALID_REQUEST = (162, "Invalid configuration request")
 ERR_INVALID_DISK_OPTION = (126, "UnknownMandatoryTag")
 ERR_MD_UNCLEAN = (165, "Found unclean meta data. Did you \"drbdadm apply-al\"?")
+ERR_DISCARD_IMPOSSIBLE = (123, "--discard-my-data not allowed when primary.")
+ERR_NOT_PROTO_C = (139, "Protocol C required")
+ERR_NEED_ALLOW_TWO_PRI = (164, "Can not clear allow_two_primaries as long as there a "
+                               "primaries on both sides")
 
 
 def ok(out: str = "") -> Reply:
@@ -253,6 +257,10 @@ async def _connect(daemon: Any, args: dict) -> Reply:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
     if not _known_auth_alg(opts):
         return failure(daemon.name, ERR_AUTH_ALG)
+    if opts["allow-two-primaries"] and opts["protocol"] != "C":
+        return failure(daemon.name, ERR_NOT_PROTO_C)
+    if given.get("discard-my-data") and res.state.role == Role.Primary:
+        return failure(daemon.name, ERR_DISCARD_IMPOSSIBLE)
     res.net_given = {k: v for k, v in given.items() if not k.startswith("_")}
     res.net = {**opts, "_local": args["local"], "_peer": args["peer"],
                "_peer_name": args.get("peer_name") or "peer"}
@@ -293,10 +301,20 @@ async def _net_options(daemon: Any, args: dict) -> Reply:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
     if not _known_auth_alg(opts):
         return failure(daemon.name, ERR_AUTH_ALG)
-    if any(opts[k] != peer.opts[k] for k in HANDSHAKE_NET_OPTIONS):
+    if opts["allow-two-primaries"] and opts["protocol"] != "C":
+        return failure(daemon.name, ERR_NOT_PROTO_C)
+    both_primary = res.state.role == Role.Primary and res.state.peer == Role.Primary
+    if both_primary and not opts["allow-two-primaries"]:
+        return failure(daemon.name, ERR_NEED_ALLOW_TWO_PRI)
+    changed = [k for k in HANDSHAKE_NET_OPTIONS if opts[k] != peer.opts[k]]
+    if changed and both_primary:
+        return failure(daemon.name, ERR_INVALID_REQUEST, (
+            f"udrbd reconnects to change {', '.join(changed)}: not while both nodes are "
+            "Primary (their writes meanwhile would diverge)"))
+    if changed:     # reconnect at once; neither side starts a new data generation for it
         again = {"local": res.net["_local"], "peer": res.net["_peer"], "options": merged,
                  "peer_name": res.net["_peer_name"], "settings_update": True}
-        await disconnect(daemon)
+        await disconnect(daemon, keep_generation=True)
         return await _connect(daemon, again)
     peer.opts.update(opts)
     res.net.update(opts)
@@ -337,13 +355,15 @@ async def _disconnect(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
-async def disconnect(daemon: Any) -> None:
-    """Graceful: the peer hears it (and logs TearDown); we end StandAlone."""
+async def disconnect(daemon: Any, keep_generation: bool = False) -> None:
+    """Graceful: the peer hears it (and logs TearDown); we end StandAlone.
+    ``keep_generation``: a reconnect follows at once (net-options), so neither node
+    starts a new data generation; what is written meanwhile resyncs as marked blocks."""
     res = daemon.resource
     peer = res.peer
     res.peer = None
     if peer is not None:
-        await peer.stop()
+        await peer.stop(keep_generation)
         with trio.move_on_after(5):          # its listener closed: a connect may follow
             await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
@@ -351,7 +371,8 @@ async def disconnect(daemon: Any) -> None:
         res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
                    pdsk=Disk.DUnknown)
         res.change("resource", hard=True, conn=Conn.StandAlone)
-        if had_peer_data and res.state.role == Role.Primary and res.device is not None:
+        if (had_peer_data and res.state.role == Role.Primary and res.device is not None
+                and not keep_generation):
             res.device.new_current_uuid_if_needed()
     res.net = None
 

@@ -38,9 +38,11 @@ MIRRORING = frozenset({Conn.Connected, Conn.StartingSyncS, Conn.StartingSyncT, C
 class SessionEnd(Exception):
     """Why a session ended: the transient conn state to pass through, and whether to retry."""
 
-    def __init__(self, reason: Conn, retry: bool = True, message: str = ""):
+    def __init__(self, reason: Conn, retry: bool = True, message: str = "",
+                 keep_generation: bool = False):
         super().__init__(message or reason.name)
         self.reason, self.retry, self.message = reason, retry, message
+        self.keep_generation = keep_generation    # a reconnect for net-options follows
 
 
 @dataclass
@@ -191,7 +193,7 @@ class Peer:
         reason = end.reason if end.retry else Conn.Disconnecting
         res.change("resource", hard=True, conn=reason, peer=Role.Unknown, pdsk=Disk.DUnknown,
                    aftr_isp=False, peer_isp=False, user_isp=False)
-        if was_primary_with_peer and self.dev is not None:
+        if was_primary_with_peer and self.dev is not None and not end.keep_generation:
             self.dev.new_current_uuid_if_needed()
         if end.retry:
             res.change("resource", hard=True, conn=Conn.Unconnected)
@@ -221,13 +223,15 @@ class Peer:
             ev.set()
         self.reads.clear()
 
-    async def stop(self) -> None:
-        """Graceful disconnect: tell the peer, then drop the connection."""
+    async def stop(self, keep_generation: bool = False) -> None:
+        """Graceful disconnect: tell the peer (and whether we reconnect at once for new
+        settings), then drop the connection."""
         self.stopping = True
         if self.link is not None and not self.link.closed:
             sent = trio.Event()
             try:
-                self.link.send(Msg.DISCONNECT, {}, done=sent)
+                body = {"reason": "settings"} if keep_generation else {}
+                self.link.send(Msg.DISCONNECT, body, done=sent)
                 with trio.move_on_after(2):
                     await sent.wait()      # after everything queued before it (STATE...)
             except LinkClosed:
@@ -598,7 +602,7 @@ class Peer:
                 box.append(None if b.get("err") else bytes(frame.data or b""))
                 ev.set()
         elif t == Msg.DISCONNECT:
-            raise SessionEnd(Conn.TearDown)
+            raise SessionEnd(Conn.TearDown, keep_generation=b.get("reason") == "settings")
         elif t == Msg.OV_REQUEST:
             await verify.answer(self, b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":

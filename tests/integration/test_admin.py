@@ -147,6 +147,59 @@ def test_outdate_and_its_refusals(verify_cluster: Cluster):
     assert os.path.exists(n2.disk)
 
 
+def test_net_options_reconnect_under_writes_keeps_the_generation_and_every_write(
+        tmp_path: Path):
+    """The reconnect for a new protocol is no lost peer: neither node starts a new data
+    generation (two Primaries doing that split-brained), what the Primary wrote during it
+    resyncs as marked blocks, and every acknowledged write is on node2 afterwards."""
+    from tests.integration.test_durability import Writer, fail_over_to_node2, verify_on
+    c = Cluster(tmp_path)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        r = n1.drbdadm("net-options", "--allow-two-primaries=yes", "--protocol=B", "r0",
+                       check=False)
+        assert r.returncode == 10 and "(139) Protocol C required" in r.stderr
+        n1.drbdadm("disconnect", "r0")
+        r = n1.drbdadm("connect", "--discard-my-data", "r0", check=False)
+        assert r.returncode == 10
+        assert "(123) --discard-my-data not allowed when primary." in r.stderr
+        n1.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, what="connected again")
+        seen = {n.name: len(n.log_messages()) for n in c.nodes}
+        seed = os.urandom(8)
+        w = Writer(n1.device, n1.snapshot()["size_kib"] * 1024, seed, limit=20_000)
+        w.start()
+        try:
+            time.sleep(0.5)
+            n1.drbdadm("net-options", "--protocol=B", "r0")
+            time.sleep(0.5)
+        finally:
+            w.stop.set()
+            w.join()
+        assert w.error is None and w.acked
+        for n in c.nodes:
+            n.wait_for(lambda s: in_sync(s) and s["protocol"] == "B", timeout=60,
+                       what="reconnected, resynced")
+            since = n.log_messages()[seen[n.name]:]
+            assert not any("new current UUID" in m or "Split-Brain" in m for m in since), since
+        n1.drbdadm("net-options", "--allow-two-primaries=yes", "--protocol=C", "r0")
+        n2.wait_for(lambda s: s["conn"] == "Connected" and s["protocol"] == "C",
+                    what="protocol C again")
+        n2.drbdadm("primary", "r0")                             # both Primary now
+        r = n1.drbdadm("net-options", "--after-sb-0pri=discard-local", "r0", check=False)
+        assert r.returncode == 10 and "not while both nodes are Primary" in r.stderr
+        r = n1.drbdadm("net-options", "--allow-two-primaries=no", "r0", check=False)
+        assert r.returncode == 10 and "(164) Can not clear allow_two_primaries" in r.stderr
+        n2.drbdadm("secondary", "r0")
+        fail_over_to_node2(c)
+        assert verify_on(n2, seed, w.acked) == []
+    finally:
+        c.cleanup()
+
+
 def test_net_options_change_live_and_adjust_reconnects_for_the_protocol(tmp_path: Path):
     c = Cluster(tmp_path)
     try:
