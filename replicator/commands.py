@@ -161,6 +161,8 @@ async def _disk_options(daemon: Any, args: dict) -> Reply:
         daemon.log.device(f"al-extents {opts['al-extents']} takes effect at the next attach")
     dev.disk_opts, dev.fencing = opts, opts["fencing"]     # the resync controller and the
     dev.attach_args["given"] = merged                      # I/O error policy read them live
+    if daemon.resource.peer is not None and daemon.resource.state.conn >= Conn.Connected:
+        daemon.resource.peer.send_sync_params()            # the SyncTarget paces a resync
     return ok()
 
 

@@ -20,7 +20,7 @@ from replicator import handlers, latency, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
-from replicator.protocol import MAX_DATA, Msg, ProtocolError
+from replicator.protocol import MAX_DATA, PROTOCOL_VERSION, Msg, ProtocolError
 from replicator.states import Conn, Disk, Role
 
 BARRIER_EVERY = 64          # writes between barriers (protocols A and B)
@@ -150,7 +150,8 @@ class Peer:
                 self.log.resource_line(f"connect failed: {e}; retrying")
                 await trio.sleep(self.opts["connect-int"])
                 continue
-            self.log.resource_line("Handshake successful: Agreed network protocol version 1")
+            self.log.resource_line("Handshake successful: Agreed network protocol version "
+                                   f"{PROTOCOL_VERSION}")
             res.change("resource", hard=True, conn=Conn.WFReportParams)
             try:
                 if self.opts["cram-hmac-alg"]:
@@ -361,6 +362,28 @@ class Peer:
                       for k, v in changed.items()})
         self.log.resource_line("peer changed the connection's settings: " + ", ".join(
             f"{k} {v}" for k, v in changed.items()))
+
+    def send_sync_params(self) -> None:
+        """8.4's P_SYNC_PARAM: our resync rate settings changed; the peer adopts them, so a
+        resync follows them whichever side paces it (the SyncTarget's requests do here)."""
+        from replicator.settings import SYNC_PARAMS
+        if self.dev is not None:
+            try:
+                self.send(Msg.SYNC_PARAM, {k: self.dev.disk_opts[k] for k in SYNC_PARAMS})
+            except LinkClosed:
+                pass
+
+    def _adopt_sync_params(self, b: dict) -> None:
+        from replicator.settings import SYNC_PARAMS, OptionError, disk_options
+        dev = self.dev
+        if dev is None:
+            return
+        given = {**dev.attach_args["given"], **{k: str(b[k]) for k in SYNC_PARAMS if k in b}}
+        try:
+            dev.disk_opts = disk_options(given)
+        except OptionError as e:
+            raise ProtocolError(f"malformed SYNC_PARAM frame: {e}") from None
+        dev.attach_args["given"] = given
 
     def _check_settings(self, p: dict) -> None:
         from replicator.sync_handshake import convert_after_sb
@@ -605,6 +628,8 @@ class Peer:
             raise SessionEnd(Conn.TearDown, keep_generation=b.get("reason") == "settings")
         elif t == Msg.OV_REQUEST:
             await verify.answer(self, b)
+        elif t == Msg.SYNC_PARAM:
+            self._adopt_sync_params(b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":
             self._on_verify_request()
         elif self.verify is not None and self.verify.handle(frame):

@@ -71,6 +71,7 @@ class Msg(enum.IntEnum):
     RS_DONE = 29          # the target finished the resync
     OV_DONE = 30
     OV_RESULT = 31        # blocks the verify source found different: mark them too
+    SYNC_PARAM = 32       # disk-options changed the resync rate settings: adopt them
 
 
 _VALID_TYPES = frozenset(int(m) for m in Msg)

@@ -51,6 +51,11 @@ def net_options(given: dict[str, Any]) -> dict:
     return typed(NET, given, ignore=("discard-my-data", "tentative", "dry-run"))
 
 
+# the resync controller's settings, which 8.4 sends to the peer (P_SYNC_PARAM)
+SYNC_PARAMS = ("resync-rate", "c-plan-ahead", "c-delay-target", "c-fill-target",
+               "c-max-rate", "c-min-rate")
+
+
 def disk_options(given: dict[str, Any]) -> dict:
     return typed(DISK, given)
 

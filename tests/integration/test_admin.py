@@ -226,3 +226,22 @@ def test_net_options_change_live_and_adjust_reconnects_for_the_protocol(tmp_path
         assert any("conn( Connected -> Disconnecting )" in m for m in n1.log_messages())
     finally:
         c.cleanup()
+
+
+def test_disk_options_on_the_sync_source_reach_the_resync(tmp_path: Path):
+    """8.4 sends changed resync settings to the peer (P_SYNC_PARAM): the SyncTarget, which
+    paces the resync, takes over what disk-options set on the SyncSource."""
+    c = Cluster(tmp_path, conf_template=SLOW)
+    try:
+        up_connected(c)
+        n1, n2 = c.nodes
+        n1.drbdadm("primary", "--force", "r0")
+        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing at 8M")
+        assert "resync-rate" in n2.drbdsetup("show", "r0").stdout
+        n1.drbdadm("disk-options", "--resync-rate=300M", "r0")
+        n2.wait_for(lambda s: "resync-rate     \t307200" in n2.drbdsetup("show", "r0").stdout,
+                    what="the new rate adopted")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="synced")
+    finally:
+        c.cleanup()
