@@ -354,6 +354,23 @@ class WriteHandlers:
             self.switches += 1
 
 
+def drop_stale_retval() -> None:
+    """After a session with WriteHandlers (whose check validated the address): the last
+    handler's coroutine, which no worker task awaited because the session ended first,
+    may still sit in pyfuse3's ``py_retval``. Release it, so that the next session in this
+    process (detach + attach) finds the slot empty and installs its handlers again."""
+    retval = ctypes.c_void_p.from_address(_pyfuse3_addresses().py_retval)
+    old = retval.value
+    if old in (None, id(None)):
+        return
+    stale = ctypes.cast(old, ctypes.py_object).value
+    _incref(None)
+    retval.value = id(None)
+    if hasattr(stale, "close"):
+        stale.close()               # never awaited: no "coroutine was never awaited" noise
+    _decref(stale)                  # the reference the slot held
+
+
 fuse_session_fd = _libfuse.fuse_session_fd
 fuse_session_fd.argtypes = [ctypes.c_void_p]
 fuse_session_fd.restype = ctypes.c_int

@@ -193,6 +193,8 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
                 pyfuse3.close(unmount=True)
             except Exception:  # noqa: BLE001
                 log.exception("pyfuse3.close failed")
+            if ops.write_handlers is not None:
+                _lowlevel.drop_stale_retval()
             try:
                 unmount(mountpoint)  # in case libfuse's unmount did not take
             except OSError as exc:

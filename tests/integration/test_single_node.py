@@ -414,3 +414,29 @@ def test_get_gi_asks_the_daemon_while_attached_and_drbdmeta_otherwise(cluster: C
     assert r.returncode == 10 and r.stderr == "0: Failure: (138) Device does not have a disk-config\n"
     r = n.drbdadm("get-gi", "r0")                               # detached: drbdmeta reads it
     assert re.fullmatch(r"[0-9A-F]{16}:0000000000000004:0{16}:0{16}:1:1:0:0:0:0:0\n", r.stdout)
+
+
+def test_detach_attach_keeps_the_zero_copy_write_path(cluster: Cluster):
+    """A large write leaves its handler's coroutine in pyfuse3's slot when the session
+    ends; the next attach in the same daemon used to refuse its zero-copy writes then."""
+    n = cluster.node1
+    up_primary(n)
+    data = os.urandom(4 << 20)
+    for _ in range(2):
+        fd = os.open(n.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, data, 0)                # large writes: the zero-copy handler
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        n.drbdadm("secondary", "r0")
+        n.drbdadm("detach", "r0")
+        n.drbdadm("attach", "r0")
+        n.drbdadm("primary", "r0")
+    assert not [m for m in n.log_messages() if "zero-copy writes not installed" in m]
+    fd = os.open(n.device, os.O_RDONLY)
+    try:
+        assert hashlib.sha256(os.pread(fd, len(data), 0)).digest() == \
+            hashlib.sha256(data).digest()
+    finally:
+        os.close(fd)
