@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from replicator.config.errors import ConfigError
-from replicator.config.options import DISK, NET, OPTIONS, Opt, strtoll
+from replicator.config.options import DISK, NET, OPTIONS, SHARED_SECRET_MAX, Opt, strtoll
 
 
 class OptionError(ValueError):
@@ -17,6 +17,8 @@ class OptionError(ValueError):
 
 
 def _value(opt: Opt, raw: Any) -> Any:
+    if raw is True and opt.kind != "bool":
+        raise OptionError(f"--{opt.name} needs a value (--{opt.name}=VALUE)")
     if opt.kind == "bool":
         return raw is True or str(raw) in ("yes", "true", "1")
     if opt.kind == "int":
@@ -31,6 +33,9 @@ def _value(opt: Opt, raw: Any) -> Any:
         if str(raw) not in opt.values:
             raise OptionError(f"--{opt.name}: '{raw}' is not one of {', '.join(opt.values)}")
         return str(raw)
+    if opt.name == "shared-secret" and len(str(raw)) > SHARED_SECRET_MAX:
+        raise OptionError(f"--shared-secret: too long ({len(str(raw))} > {SHARED_SECRET_MAX} "
+                          "characters)")
     return str(raw)
 
 
