@@ -31,6 +31,7 @@ COMMANDS:
  role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
+ sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
 """
 
 
@@ -478,7 +479,41 @@ def offline_meta(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     return run
 
 
+def show_per_volume(what: Callable[[Volume], str]) -> Callable[[Planner, Resource, Invocation], int]:
+    """8.4's sh-* queries for scripts: one line per volume of this host."""
+    def run(p: Planner, res: Resource, inv: Invocation) -> int:
+        for vol in p.volumes(res):
+            print(what(vol))
+        return 0
+    return run
+
+
+def do_sh_ip(p: Planner, res: Resource, inv: Invocation) -> int:
+    me = p.host(res)
+    for _ in p.volumes(res) if me.address is not None else ():
+        print(me.address.host)                      # (drbdadm-84: once per volume)
+    return 0
+
+
+def do_sh_resource(p: Planner, res: Resource, inv: Invocation) -> int:
+    print(res.name)
+    return 0
+
+
+SH_QUERIES: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
+    "sh-resource": do_sh_resource,
+    "sh-dev": show_per_volume(lambda v: v.device),
+    "sh-minor": show_per_volume(lambda v: str(v.minor)),
+    "sh-ll-dev": show_per_volume(lambda v: v.disk or "none"),
+    "sh-md-dev": show_per_volume(lambda v: (v.disk or "none") if v.meta_disk == "internal"
+                                 else v.meta_disk),
+    "sh-md-idx": show_per_volume(lambda v: v.meta_index_text),
+    "sh-ip": do_sh_ip,
+}
+
+
 RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
+    **SH_QUERIES,
     "up": do_up,
     "down": do_down,
     "adjust": do_adjust,
@@ -587,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         if inv.command == "wait-con-int":
             return wait_con_int(Planner(cfg, node, inv.backend),
                                 list(cfg.resources_for(node)), inv)
+        if inv.command in ("sh-resources", "sh-nop"):
+            if inv.command == "sh-resources":
+                print(" ".join(r.name for r in cfg.resources_for(node)))
+            return 0
         if inv.command == "state":
             print("'drbdadm state' is deprecated, use 'drbdadm role' instead.", file=sys.stderr)
             inv.command = "role"

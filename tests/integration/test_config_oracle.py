@@ -211,3 +211,28 @@ def test_error_in_included_file(tmp_path):
     assert expected[0] == got[0] == 10
     assert expected[2].startswith("x.conf:1: Parse error")
     assert got[2] == "sub/" + expected[2]
+
+
+SH_QUERIES = ("sh-resource", "sh-dev", "sh-minor", "sh-ll-dev", "sh-md-dev", "sh-md-idx",
+              "sh-ip")
+
+
+@pytest.mark.parametrize("node", ["node1", "node2"])
+def test_sh_queries_match(tmp_path, node):
+    """The sh-* queries init scripts use: the same lines as drbdadm-84 prints."""
+    from tests.integration.nodes import bin_path
+    conf = tmp_path / "drbd.conf"
+    conf.write_text(DUMPS["volumes"][0])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "__DRBD_NODE__": node,
+           "LC_ALL": "C"}
+    commands = [["sh-resources"], ["sh-nop"]] + [[q, r] for q in SH_QUERIES
+                                                  for r in ("r0", "r1", "r2")]
+    for cmd in commands:
+        expected = subprocess.run([REAL, "-c", str(conf), *cmd], env=env, capture_output=True,
+                                  text=True, timeout=30)
+        got = subprocess.run([bin_path("drbdadm"), "-c", str(conf), *cmd], env=env,
+                             capture_output=True, text=True, timeout=30)
+        if expected.returncode == 0:
+            assert (got.returncode, got.stdout) == (0, expected.stdout), cmd
+        else:
+            assert got.returncode != 0 and got.stdout == "", cmd
