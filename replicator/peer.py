@@ -395,15 +395,15 @@ class Peer:
             return SessionEnd(Conn.Disconnecting, retry=False)
         if not self.settings_update:          # (else ours are new: the peer takes them over)
             if p.get("protocol") != self.protocol:
-                raise bad("communication protocols")
+                raise bad("protocol settings")
             names = ["after-sb-0pri", "after-sb-1pri", "after-sb-2pri"]
             for i, name in enumerate(names):          # the peer's discard-local is our
                 if convert_after_sb(p["after-sb"][i]) != o[name]:      # discard-remote
                     raise bad(f"{name} settings")
             if p.get("two-primaries") != o["allow-two-primaries"]:
-                raise bad("setting of the two-primaries options")
+                raise bad("allow-two-primaries settings")
         if p.get("discard-my-data") and self.discard_my_data:
-            raise bad("both sides have the \"discard_my_data\" flag set")
+            raise bad("discard-my-data settings")
 
     async def _handshake(self, p: dict) -> None:
         from replicator.sync_handshake import LOG_KINDS, PeerInfo, sync_handshake

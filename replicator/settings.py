@@ -58,7 +58,7 @@ def net_options(given: dict[str, Any]) -> dict:
 
 # the resync controller's settings, which 8.4 sends to the peer (P_SYNC_PARAM)
 SYNC_PARAMS = ("resync-rate", "c-plan-ahead", "c-delay-target", "c-fill-target",
-               "c-max-rate", "c-min-rate")
+               "c-max-rate")
 
 
 def disk_options(given: dict[str, Any]) -> dict:

@@ -62,7 +62,7 @@ def test_different_protocols_refuse_to_connect(tmp_path: Path):
             n.drbdadm("up", "r0")
         for n in c.nodes:
             n.wait_for(lambda s: s["conn"] == "StandAlone", what="StandAlone")
-        assert any("incompatible communication protocols" in m
+        assert any("incompatible protocol settings" in m
                    for n in c.nodes for m in n.log_messages())
     finally:
         c.cleanup()
