@@ -194,7 +194,10 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
             except Exception:  # noqa: BLE001
                 log.exception("pyfuse3.close failed")
             if ops.write_handlers is not None:
-                _lowlevel.drop_stale_retval()
+                try:
+                    _lowlevel.drop_stale_retval()
+                except Exception:  # noqa: BLE001
+                    log.exception("releasing pyfuse3's last handler result failed")
             try:
                 unmount(mountpoint)  # in case libfuse's unmount did not take
             except OSError as exc:

@@ -129,10 +129,14 @@ async def _attach(daemon: Any, args: dict) -> Reply:
         # data generation on it (a split brain at the reconnect)
         return failure(obj, ERR_INVALID_REQUEST, "udrbd attaches a disk only to a "
                        "Secondary: 'drbdadm secondary' first")
+    if res.peer is not None and res.state.conn >= Conn.Connected:
+        res.peer.renegotiating = True     # no promotion onto the new disk in between
     try:
         await attach_device(daemon, args["disk"], args["meta_disk"], args.get("meta_index"),
                             args.get("options") or {})
     except AttachError as e:
+        if res.peer is not None:
+            res.peer.renegotiating = False
         return failure(obj, (e.code, e.text), e.info)
     if res.peer is not None:
         res.peer.renegotiate()
@@ -220,6 +224,10 @@ async def _primary(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Primary:
         return ok()
+    if res.peer is not None and res.peer.renegotiating:
+        # a disk attached while connected may hold stale data until the handshake says
+        # (8.4 shows it Negotiating meanwhile)
+        return state_failure(obj, -2, "Need access to UpToDate data")
     if res.device is None:        # diskless: 8.4 would go on through an UpToDate peer;
         if res.state.peer == Role.Primary and not (res.net or {}).get("allow-two-primaries"):
             return state_failure(obj, *TWO_PRIMARIES)
@@ -313,10 +321,12 @@ async def _net_options(daemon: Any, args: dict) -> Reply:
         return failure(daemon.name, ERR_INVALID_REQUEST, (
             f"udrbd reconnects to change {', '.join(changed)}: not while both nodes are "
             "Primary (their writes meanwhile would diverge)"))
-    if changed:     # reconnect at once; neither side starts a new data generation for it
+    if changed:     # reconnect at once (a Primary starts a new data generation as for any
+        # lost peer: should the reconnect fail and the peer be promoted, the split brain
+        # stays detectable; when it succeeds, the blocks written meanwhile resync)
         again = {"local": res.net["_local"], "peer": res.net["_peer"], "options": merged,
                  "peer_name": res.net["_peer_name"], "settings_update": True}
-        await disconnect(daemon, keep_generation=True)
+        await disconnect(daemon)
         return await _connect(daemon, again)
     peer.opts.update(opts)
     res.net.update(opts)
@@ -357,15 +367,13 @@ async def _disconnect(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
-async def disconnect(daemon: Any, keep_generation: bool = False) -> None:
-    """Graceful: the peer hears it (and logs TearDown); we end StandAlone.
-    ``keep_generation``: a reconnect follows at once (net-options), so neither node
-    starts a new data generation; what is written meanwhile resyncs as marked blocks."""
+async def disconnect(daemon: Any) -> None:
+    """Graceful: the peer hears it (and logs TearDown); we end StandAlone."""
     res = daemon.resource
     peer = res.peer
     res.peer = None
     if peer is not None:
-        await peer.stop(keep_generation)
+        await peer.stop()
         with trio.move_on_after(5):          # its listener closed: a connect may follow
             await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
@@ -373,8 +381,7 @@ async def disconnect(daemon: Any, keep_generation: bool = False) -> None:
         res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
                    pdsk=Disk.DUnknown)
         res.change("resource", hard=True, conn=Conn.StandAlone)
-        if (had_peer_data and res.state.role == Role.Primary and res.device is not None
-                and not keep_generation):
+        if had_peer_data and res.state.role == Role.Primary and res.device is not None:
             res.device.new_current_uuid_if_needed()
     res.net = None
 

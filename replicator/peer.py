@@ -38,11 +38,9 @@ MIRRORING = frozenset({Conn.Connected, Conn.StartingSyncS, Conn.StartingSyncT, C
 class SessionEnd(Exception):
     """Why a session ended: the transient conn state to pass through, and whether to retry."""
 
-    def __init__(self, reason: Conn, retry: bool = True, message: str = "",
-                 keep_generation: bool = False):
+    def __init__(self, reason: Conn, retry: bool = True, message: str = ""):
         super().__init__(message or reason.name)
         self.reason, self.retry, self.message = reason, retry, message
-        self.keep_generation = keep_generation    # a reconnect for net-options follows
 
 
 @dataclass
@@ -80,6 +78,7 @@ class Peer:
         # net-options changed a setting the handshake compares: the peer adopts ours (8.4's
         # P_PROTOCOL_UPDATE) instead of refusing the connection; one-shot
         self.settings_update = settings_update
+        self.renegotiating = False    # a disk attached while connected awaits its handshake
         self.ended = trio.Event()             # run() returned: the sockets are closed
         self.connector = Connector(self.local, self.remote, options["connect-int"], self.log)
         self.link: PeerLink | None = None
@@ -194,7 +193,7 @@ class Peer:
         reason = end.reason if end.retry else Conn.Disconnecting
         res.change("resource", hard=True, conn=reason, peer=Role.Unknown, pdsk=Disk.DUnknown,
                    aftr_isp=False, peer_isp=False, user_isp=False)
-        if was_primary_with_peer and self.dev is not None and not end.keep_generation:
+        if was_primary_with_peer and self.dev is not None:
             self.dev.new_current_uuid_if_needed()
         if end.retry:
             res.change("resource", hard=True, conn=Conn.Unconnected)
@@ -224,15 +223,13 @@ class Peer:
             ev.set()
         self.reads.clear()
 
-    async def stop(self, keep_generation: bool = False) -> None:
-        """Graceful disconnect: tell the peer (and whether we reconnect at once for new
-        settings), then drop the connection."""
+    async def stop(self) -> None:
+        """Graceful disconnect: tell the peer, then drop the connection."""
         self.stopping = True
         if self.link is not None and not self.link.closed:
             sent = trio.Event()
             try:
-                body = {"reason": "settings"} if keep_generation else {}
-                self.link.send(Msg.DISCONNECT, body, done=sent)
+                self.link.send(Msg.DISCONNECT, {}, done=sent)
                 with trio.move_on_after(2):
                     await sent.wait()      # after everything queued before it (STATE...)
             except LinkClosed:
@@ -267,6 +264,7 @@ class Peer:
             except SessionEnd:
                 await self._goodbye()         # our PARAMS must reach the peer before we go
                 raise
+            self.renegotiating = False
             nursery.start_soon(self._pinger, link)
             nursery.start_soon(self._keepalive)
             nursery.start_soon(self._ko_watch, link)
@@ -494,7 +492,8 @@ class Peer:
     def renegotiate(self) -> None:
         """A disk was attached while connected: reconnect, so the handshake can compare
         generations and resync (8.4 renegotiates on the live connection)."""
-        if self.link is not None and not self.link.closed:
+        self.renegotiating = self.link is not None and not self.link.closed
+        if self.renegotiating:                # (until then its data may be stale)
             self.log.device("disk attached while connected: renegotiating")
             self.link.close()
 
@@ -625,7 +624,7 @@ class Peer:
                 box.append(None if b.get("err") else bytes(frame.data or b""))
                 ev.set()
         elif t == Msg.DISCONNECT:
-            raise SessionEnd(Conn.TearDown, keep_generation=b.get("reason") == "settings")
+            raise SessionEnd(Conn.TearDown)
         elif t == Msg.OV_REQUEST:
             await verify.answer(self, b)
         elif t == Msg.SYNC_PARAM:

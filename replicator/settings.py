@@ -26,6 +26,8 @@ def _value(opt: Opt, raw: Any) -> Any:
             value = strtoll(str(raw), opt.scale)
         except ConfigError as e:
             raise OptionError(f"--{opt.name}: {e}") from None
+        except ValueError:                     # (Python refuses > 4300 digits)
+            raise OptionError(f"--{opt.name}: '{str(raw)[:20]}...' is not a number") from None
         if opt.lo is not None and not opt.lo <= value <= opt.hi:
             raise OptionError(f"--{opt.name}: {value} out of range [{opt.lo}..{opt.hi}]")
         return value

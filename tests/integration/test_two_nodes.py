@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -214,7 +215,17 @@ def test_a_primary_without_disk_refuses_attach_and_promotion_cleanly(cluster: Cl
     assert r.returncode == 11
     assert "0: State change failed: (-1) Multiple primaries not allowed by config" in r.stderr
     n1.drbdadm("secondary", "r0")
-    n1.drbdadm("attach", "r0")
+    n2.drbdadm("primary", "r0")
+    n2.drbdadm("secondary", "r0")                           # node1's disk is stale now
+    (pid,) = n2.pids()
+    os.kill(pid, signal.SIGSTOP)                            # the renegotiation stalls
+    try:
+        n1.drbdadm("attach", "r0")
+        r = n1.drbdadm("primary", "r0", check=False)        # not onto that disk before
+        assert r.returncode == 17                           # the handshake has judged it
+        assert "(-2) Need access to UpToDate data" in r.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
     for n in cluster.nodes:
         n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
                    and s["pdsk"] == "UpToDate", timeout=60, what="renegotiated")

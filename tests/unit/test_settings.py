@@ -20,6 +20,7 @@ def test_values_come_typed_in_drbds_units_with_defaults():
     (disk_options, {"frobnicate": "1"}, "unknown option --frobnicate"),
     (net_options, {"protocol": "D"}, "--protocol: 'D' is not one of"),
     (net_options, {"shared-secret": "x" * 65}, "--shared-secret: too long (65 > 64 characters)"),
+    (disk_options, {"resync-rate": "9" * 5000}, "--resync-rate:"),
 ])
 def test_bad_values_are_refused_with_the_option_named(table, given, message):
     with pytest.raises(OptionError) as e:
