@@ -18,11 +18,11 @@ when nobody else waits on the loop), in the kernel through native AIO
 (``replicator.aio_fsync``), or where that is unavailable in a worker thread.
 
 The writes to the file go through ``write()`` as well: inline on the trio thread (a
-page-cache pwrite costs less than a thread hand-off), except while an fdatasync runs. Where
-fsync holds the file's inode lock (FUSE, btrfs) a write waits for the flush to end, and
-inline it would stall the whole event loop for as long, pings and all; so meanwhile writes
-go to one writer thread, in the order they were issued, and reads that must see them
-(``read()``) queue behind them.
+page-cache pwrite costs less than a thread hand-off), except while an fdatasync of the file
+runs, ours or a metadata write's (``flushing()``). Where fsync holds the file's inode lock
+(FUSE, btrfs) a write waits for the flush to end, and inline it would stall the whole event
+loop for as long, pings and all; so meanwhile writes go to one writer thread, in the order
+they were issued, and discards and the reads that must see them (``read()``) queue behind.
 """
 from __future__ import annotations
 
