@@ -45,6 +45,10 @@ def digest(alg: str, data: bytes | memoryview) -> bytes:
     return hashlib.new(alg, data).digest()
 
 
+class _DiskGone(Exception):
+    """The local disk failed during the resync and was detached (the resync is over)."""
+
+
 class Resync:
     """One resync (or the bitmap exchange leading to it), on either side."""
 
@@ -105,6 +109,13 @@ class Resync:
 
     # -- frames --------------------------------------------------------------------------------
     async def handle(self, frame) -> bool:
+        """Handle a resync frame (False: not one of ours)."""
+        try:
+            return await self._handle(frame)
+        except _DiskGone:                     # detached, the resync stopped: frame done
+            return True
+
+    async def _handle(self, frame) -> bool:
         t, b = frame.type, frame.body
         res = self.res
         if t == Msg.BITMAP:
@@ -214,9 +225,9 @@ class Resync:
             self._disk_failed(where, e)
 
     def _disk_failed(self, where: str, e: OSError) -> None:
+        """As 8.4: the disk detaches, the resync stops, the nodes stay connected."""
         self.dev.io_error(where, e, meta=True)
-        from replicator.peer import SessionEnd
-        raise SessionEnd(Conn.NetworkFailure) from None
+        raise _DiskGone() from None
 
     # -- target --------------------------------------------------------------------------------
     def _start_target(self) -> None:
@@ -233,6 +244,12 @@ class Resync:
         self.marks = [(self.started, self.total_bits)]
 
     async def _request_loop(self) -> None:
+        try:
+            await self._requests()
+        except _DiskGone:
+            pass
+
+    async def _requests(self) -> None:
         """Walk the set bits, requesting runs of up to 1 MiB; pace by the rate controller
         (a budget per 100 ms step) and never more than max-buffers/2 pages in flight."""
         with self._scope():

@@ -264,6 +264,22 @@ def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
             n.wait_for(lambda s: s["conn"] == "Connected", what="resync stopped")
         assert n2.snapshot()["disk"] == "Inconsistent"
         assert not any(in_log(n, "Resync done") for n in c.nodes)
+        assert not any(in_log(n, "NetworkFailure") for n in c.nodes)   # 8.4 stays connected
+
+
+def test_a_sync_target_whose_disk_fails_detaches_and_stays_connected(tmp_path: Path):
+    with faulty_cluster(tmp_path, "node2", conf=SLOW_SYNC) as (c, (disk,)):
+        c.up_connected()
+        n1, n2 = c.nodes
+        n1.drbdadm("primary", "--force", "r0")
+        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing")
+        disk.fail("write")
+        n2.wait_for(lambda s: s["disk"] == "Diskless", what="node2 detached")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="resync stopped")
+        assert n1.snapshot()["pdsk"] == "Diskless"
+        assert not any(in_log(n, "NetworkFailure") for n in c.nodes)
+        write_blocks(n1, os.urandom(8), [0, BLOCK])             # the Primary goes on
 
 
 def test_fsync_fails_when_neither_disk_could_flush(tmp_path: Path):
