@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import pyfuse3
 import trio
@@ -63,6 +63,7 @@ class Device:
         if md.sb.has(MDF.PRIMARY_IND):
             md.set_flag(MDF.CRASHED_PRIMARY, True)
         self.failed = False                   # on-io-error detached the disk: I/O via the peer
+        self.release: Callable[[], Awaitable] | None = None    # detach_device, once attached
         self.exposed_uuid = md.uuids[0]       # the data generation the device shows (8.4's
                                               # ed_uuid): the peer's, once the disk failed
         self._sb_writer: trio.CancelScope | None = None
@@ -196,6 +197,9 @@ class Device:
         res.change("device", hard=True, disk=Disk.Diskless)
         if res.peer is not None:
             res.peer.abort_sync()
+        if not self.is_primary() and self.release is not None and res.nursery is not None:
+            res.nursery.start_soon(self.release)  # as 8.4, let go of the backing disk (a
+            # Primary keeps the Device: its I/O goes on through the peer until detach)
 
     async def _al_begin(self, first: int, last: int) -> None:
         al = self.al
@@ -516,6 +520,7 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
     disk_state, pdsk = _initial_disk_state(md, dev.fencing)
     res.device = dev
+    dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
     if res.state.conn >= Conn.Connected:     # the peer's disk state is known (renegotiated
         res.change("device", hard=True, disk=disk_state)       # next, see commands.attach)

@@ -121,11 +121,17 @@ def _device_statistics(w: Wrapper, snap: dict, verbose: bool, statistics: bool) 
             w(indent, key)
 
 
+def _oos_kib(snap: dict) -> int:
+    """Out of sync per the local bitmap: none without a local disk (8.4 counts only while
+    it has one; a failed disk's bitmap stays in memory until detach)."""
+    return 0 if snap.get("disk") in ("Diskless", "Failed") else snap.get("oos_kib", 0)
+
+
 def _peer_device_statistics(w: Wrapper, snap: dict, verbose: bool) -> None:
     indent = 8
     w(indent, f" received:{snap.get('nr_kib', 0)}")
     w(indent, f" sent:{snap.get('ns_kib', 0)}")
-    oos = snap.get("oos_kib", 0)
+    oos = _oos_kib(snap)
     if verbose or oos:
         w(indent, f" out-of-sync:{oos}")
     if verbose:
@@ -289,7 +295,7 @@ def proc_device(snap: dict) -> str:
                f"lo:{snap.get('lower_pending', 0)} pe:{snap.get('pending', 0)} "
                f"ua:{snap.get('unacked', 0)} ap:{snap.get('upper_pending', 0)} "
                f"ep:{snap.get('epochs', 1)} wo:{(snap.get('write_ordering') or 'flush')[0]} "
-               f"oos:{snap.get('oos_kib', 0)}\n")
+               f"oos:{_oos_kib(snap)}\n")
     if snap["conn"] in ("SyncSource", "SyncTarget", "VerifyS", "VerifyT") and snap.get("rs_total_kib"):
         out += _syncer_progress(snap)
     return out

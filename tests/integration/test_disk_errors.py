@@ -88,6 +88,12 @@ def test_secondary_disk_failure_detaches_it_and_the_primary_keeps_everything(
         snap = n1.wait_for(lambda s: s["pdsk"] == "Diskless", what="pdsk Diskless")
         assert snap["oos_kib"] >= 4 * 500        # everything since is tracked on node1
         assert in_log(n1, "new current UUID")
+        (pid,) = n2.pids()                       # as 8.4, node2 lets go of the failed disk
+        fds = Path(f"/proc/{pid}/fd")
+        deadline = time.monotonic() + 10
+        while any(os.path.realpath(f) == str(disk.path) for f in fds.iterdir()):
+            assert time.monotonic() < deadline, "the failed disk is still open"
+            time.sleep(0.05)
         # the disk is replaced (healed) and brought back: a resync, then identical data
         disk.heal()
         for command in back:

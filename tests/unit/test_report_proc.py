@@ -80,3 +80,14 @@ def test_file_header_and_holes_between_minors():
 def test_thousands_grouping():
     assert [report.thousands(v) for v in (0, 999, 1000, 40480, 1000000, 12345678)] == \
         ["0", "999", "1,000", "40,480", "1,000,000", "12,345,678"]
+
+
+def test_a_node_without_a_disk_counts_nothing_out_of_sync():
+    """8.4 counts out-of-sync blocks only while it has a local disk (a failed one's bitmap
+    lingers in udrbd's memory until detach)."""
+    for disk in ("Diskless", "Failed"):
+        text = report.proc_device(snap(conn="Connected", disk=disk, pdsk="UpToDate",
+                                       oos_kib=1024))
+        assert text.splitlines()[1].endswith(" oos:0"), disk
+    assert report.proc_device(snap(conn="Connected", oos_kib=1024)).splitlines()[1] \
+        .endswith(" oos:1024")
