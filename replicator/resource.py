@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from replicator.states import Conn, Disk, Role, State, StateError, check_valid, describe_change
+from replicator.states import (Conn, Disk, Role, State, StateError, check_valid,
+                               describe_change, sanitize)
 from replicator.statelog import ResourceLog
 
 Listener = Callable[[str, dict], None]
@@ -50,7 +51,7 @@ class Resource:
         ``resource`` -> ``drbd RES:`` (connection-wide changes such as connect/disconnect).
         """
         old = self.state
-        new = old.with_(**changes)
+        new = sanitize(old.with_(**changes))
         if new == old:
             return old
         if not hard:

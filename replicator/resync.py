@@ -242,6 +242,9 @@ class Resync:
         self.started = time.monotonic()
         self.total_bits = self.dev.bitmap.count()
         self.marks = [(self.started, self.total_bits)]
+        s = self.res.state
+        if s.user_isp or s.peer_isp:          # paused before it began: that time counts
+            self.paused_changed(True)         # as paused in the summary
 
     async def _request_loop(self) -> None:
         try:

@@ -141,6 +141,16 @@ _ENUM_FIELDS = ("role", "peer", "conn", "disk", "pdsk")
 _FLAG_FIELDS = ("aftr_isp", "peer_isp", "user_isp", "susp")
 
 
+def sanitize(s: State) -> State:
+    """8.4's sanitize_state for resyncs: one with a pause flag set (pause-sync here or on
+    the peer) is a paused one, and without it a running one again."""
+    paused = s.user_isp or s.peer_isp or s.aftr_isp
+    conn = {Conn.SyncSource: Conn.PausedSyncS, Conn.SyncTarget: Conn.PausedSyncT}.get(
+        s.conn, s.conn) if paused else {Conn.PausedSyncS: Conn.SyncSource,
+                                        Conn.PausedSyncT: Conn.SyncTarget}.get(s.conn, s.conn)
+    return s if conn == s.conn else s.with_(conn=conn)
+
+
 def describe_change(old: State, new: State) -> str:
     """The changed fields in DRBD's words and order: ``role( Secondary -> Primary ) disk( … )``."""
     parts = []
