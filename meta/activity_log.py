@@ -322,22 +322,41 @@ class ActivityLog:
             changes.append((slot, self._slots[slot], e))
         return changes
 
-    def _commit(self, changes: list[tuple[int, int, int]]) -> None:
-        evicted = [old for _, old, _ in changes if old != LC_FREE]
-        if evicted and self.before_evict is not None:
-            self.before_evict(evicted)
+    @property
+    def lock(self) -> threading.Lock:
+        """Held by every transaction; hold it around ``write_ring_at``."""
+        return self._lock
+
+    def write_ring_at(self, al_offset: int) -> None:
+        """Move the log to ``al_offset`` (the metadata moved): fill the whole new ring with
+        transactions that carry the current hot set and no updates, as 8.4's
+        ``drbd_al_initialize``; replay there finds exactly what is hot now. The caller
+        holds ``lock`` (no transaction runs meanwhile) and syncs the device after."""
+        self.al_offset = al_offset
+        for _ in range(self.stripes * self.stripe_size_4k):
+            self._write_transaction([])
+
+    def _write_transaction(self, changes: list[tuple[int, int, int]]) -> None:
+        """Write the next transaction block (without syncing): ``changes`` plus the next
+        slice of the context."""
         end = min(self.tr_cycle + AL_CONTEXT_PER_TRANSACTION, self.nr_extents)
         tr = ALTransaction(self.tr_number, AL_TR_UPDATE, self.nr_extents, self.tr_cycle,
                            [s for s, _, _ in changes], [e for _, _, e in changes], len(changes),
                            self._slots[self.tr_cycle:end])
         block = block_of(self.tr_number, self.stripes, self.stripe_size_4k)
         self.dev.pwrite(tr.encode(), self.al_offset + block * BLOCK)
-        self.dev.fdatasync()
         self.tr_number = (self.tr_number + 1) & 0xFFFFFFFF
         self.transactions += 1
         self.tr_cycle += AL_CONTEXT_PER_TRANSACTION
         if self.tr_cycle >= self.nr_extents:
             self.tr_cycle = 0
+
+    def _commit(self, changes: list[tuple[int, int, int]]) -> None:
+        evicted = [old for _, old, _ in changes if old != LC_FREE]
+        if evicted and self.before_evict is not None:
+            self.before_evict(evicted)
+        self._write_transaction(changes)
+        self.dev.fdatasync()
         for slot, old, new in changes:
             if old != LC_FREE:
                 del self._index[old]

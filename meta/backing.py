@@ -83,6 +83,11 @@ class BackingDevice:
             os.close(self.fd)
             raise
 
+    def refresh_size(self) -> int:
+        """Re-read the size (the device or file grew or shrank since it was opened)."""
+        self.size = self._size()
+        return self.size
+
     def _size(self) -> int:
         if self.is_block:
             buf = fcntl.ioctl(self.fd, BLKGETSIZE64, b"\0" * 8)

@@ -295,6 +295,18 @@ class Bitmap:
             buf[b:] = bytes(len(buf) - b)
             self._dirty.update(range(b // PAGE, self.npages))
 
+    def resized(self, data_bytes: int, mark_from: int | None = None) -> "Bitmap":
+        """A copy covering ``data_bytes`` of data (every page dirty, to be written whole);
+        with ``mark_from`` (a byte offset), the blocks from there to the end are set: new
+        storage is out of sync until a resync has made both copies equal."""
+        new = Bitmap.for_size(data_bytes)
+        with self._lock:
+            new.merge_or(self._buf)
+        if mark_from is not None and mark_from < data_bytes:
+            new.set_range(mark_from, data_bytes - mark_from)
+        new.mark_all_dirty()
+        return new
+
     # -- disk I/O -----------------------------------------------------------------------
     @classmethod
     def load(cls, dev: _Device, offset: int, nbits: int,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import re
+import threading
 from dataclasses import dataclass, field
 
 from meta import activity_log
@@ -123,6 +124,8 @@ class Metadata:
         self.bitmap: Bitmap | None = None
         self.al: ActivityLog | None = None
         self.attached = False
+        # superblock and bitmap writes from worker threads vs. moving the metadata
+        self._io_lock = threading.RLock()
 
     # -- opening -----------------------------------------------------------------------
     @staticmethod
@@ -274,8 +277,12 @@ class Metadata:
         return self.sb.pack()
 
     def write_superblock_image(self, image: bytes) -> None:
-        self.mddev.pwrite(image, self.layout.md_offset)
-        self.mddev.fdatasync()
+        with self._io_lock:
+            made = Superblock.unpack(image)
+            if (made.md_size_sect, made.bm_offset) != (self.sb.md_size_sect, self.sb.bm_offset):
+                image = self.superblock_image()     # made before the meta data moved
+            self.mddev.pwrite(image, self.layout.md_offset)
+            self.mddev.fdatasync()
 
     @property
     def uuids(self) -> list[int]:
@@ -317,14 +324,64 @@ class Metadata:
 
     def flush_bitmap(self, everything: bool = False) -> int:
         """Write the dirty bitmap pages (all with ``everything``); returns pages written."""
-        if self.bitmap is None:
-            return 0
-        return self.bitmap.flush(self.mddev, self.layout.bm_offset, everything=everything)
+        with self._io_lock:
+            if self.bitmap is None:
+                return 0
+            return self.bitmap.flush(self.mddev, self.layout.bm_offset, everything=everything)
 
     def _flush_extent_pages(self, extents: list[int]) -> None:
-        if self.bitmap is not None:
-            pages = [e * BM_BYTES_PER_AL_EXT // PAGE for e in extents]
-            self.bitmap.flush(self.mddev, self.layout.bm_offset, pages=pages)
+        with self._io_lock:
+            if self.bitmap is not None:
+                pages = [e * BM_BYTES_PER_AL_EXT // PAGE for e in extents]
+                self.bitmap.flush(self.mddev, self.layout.bm_offset, pages=pages)
+
+    # -- resize ---------------------------------------------------------------------------
+    def layout_for_current_size(self) -> MetaLayout:
+        """Re-read the devices' sizes and return the layout they call for now: internal
+        meta data belongs at the end of the backing device, wherever that is now."""
+        self.mddev.refresh_size()
+        if self.backing is not None and self.backing is not self.mddev:
+            self.backing.refresh_size()
+        try:
+            return compute_layout(self.mddev.size, self.layout.index, self.sb.al_stripes,
+                                  self.sb.al_stripe_size_4k)
+        except LayoutError as e:
+            raise MetadataError(f"'{self.path}': {e}") from None
+
+    def max_data_bytes(self, layout: MetaLayout) -> int:
+        """The data size the backing device offers with the meta data in ``layout``."""
+        backing = self.backing.size if self.backing is not None else layout.md_dev_bytes
+        return data_sectors(layout, backing) * SECTOR
+
+    def relocate(self, layout: MetaLayout, bitmap: Bitmap, la_size_sect: int) -> None:
+        """Write the meta data in ``layout`` with ``bitmap`` and the new last agreed size
+        (after an online resize), in 8.4's order: the superblock first, flagged FULL_SYNC,
+        so a crash before the end makes the next attach resync everything; then the
+        activity log ring with what is hot now, the whole bitmap, the superblock again.
+        Internal meta data moves to the new end of the disk: the old copy is left in what
+        becomes data area (marked out of sync by the caller)."""
+        if layout.is_internal and layout.md_offset < self.layout.md_offset:
+            raise MetadataError(f"'{self.path}': the backing device shrank under its "
+                                f"internal meta data")
+        sb = self.sb
+        full_sync = sb.flags & MDF.FULL_SYNC
+        with self._io_lock:
+            self.layout, self.bitmap = layout, bitmap
+            sb.md_size_sect = layout.md_size_sect
+            sb.al_offset, sb.bm_offset = layout.al_offset_sect, layout.bm_offset_sect
+            sb.la_size_sect = la_size_sect
+            sb.set_flag(MDF.FULL_SYNC, True)
+            self.write_superblock()
+        if self.al is not None:       # (its lock before ours, as a transaction takes them)
+            with self.al.lock:
+                self.al.write_ring_at(layout.al_offset)
+                self.mddev.fdatasync()
+        else:
+            self.initialize_al()
+        with self._io_lock:
+            bitmap.flush(self.mddev, layout.bm_offset, everything=True)
+            sb.set_flag(MDF.FULL_SYNC, bool(full_sync))
+            self.write_superblock()
 
     # -- activity log ----------------------------------------------------------------------
     def read_al(self) -> bytes:

@@ -20,7 +20,7 @@ import trio
 from fuseblk._lowlevel import wait_polling
 from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
-from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata
+from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata, ppsize
 from meta.superblock import MDF
 from replicator import latency
 from replicator import uuids as U
@@ -70,6 +70,7 @@ class Device:
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
         self.open_count = 0
+        self.resize_lock = trio.Lock()        # one online resize at a time
         # fdatasync of the backing file: group commit, started early for fsync-heavy writers
         self.syncer = Syncer(self.fd, lambda e: self.io_error("flush", e))
         self.writers = 0
@@ -347,12 +348,20 @@ class Device:
             return (f"The peer's disk size is too small! ({peer_size // 512} < "
                     f"{self._size // 512} sectors)")
         if agreed != self._size:
-            self.log.device(f"size = {agreed // KIB} KB ({agreed // 512} sectors)")
+            self.log.device(f"size = {ppsize(agreed // KIB)} ({agreed // KIB} KB)")
         self._size = agreed
         if self.md.sb.la_size_sect != agreed // 512:
             self.md.sb.la_size_sect = agreed // 512
             self.save_superblock()
         return ""
+
+    def set_size(self, size: int) -> None:
+        """An online resize changed the size: the device file and its loop devices show it."""
+        from replicator import resize
+        self._size = size
+        res = self.resource
+        if res.nursery is not None and res.device_path:
+            res.nursery.start_soon(resize.expose, self, res.device_path)
 
     # -- the superblock, written off the event loop ---------------------------------------
     def save_superblock(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import trio
 
 from fuseblk._lowlevel import wait_polling
-from replicator import handlers, latency, resync, verify
+from replicator import handlers, latency, resize, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
@@ -97,6 +97,13 @@ class Peer:
         self.flush_id = 0
         self.peer_uuids: list[int] = [0, 0, 0, 0]
         self.peer_params: dict = {}
+        # online resize (replicator.resize): the peer's offer and size, and this round's
+        self.peer_offer = 0                   # what the peer's disk can hold (bytes)
+        self.peer_size = 0                    # the size the peer shows
+        self.resize_pending = False           # grew while connected: resync the new area
+        self.resize_clean = False             # --assume-clean: the new area needs no sync
+        self.resize_user = 0                  # --size of this round (bytes, 0: none)
+        self.sizes_answered: trio.Event | None = None
         self.resync: resync.Resync | None = None
         self.verify = None            # replicator.verify.Verify while verifying
         self.sync_aborted = False     # this session's resync/verify was stopped by abort_sync
@@ -413,7 +420,9 @@ class Peer:
         if self._usable_disk() is None or dev.failed or Disk(p["disk"]) < Disk.Inconsistent:
             self._connect_diskless(p)
             return
-        refused = dev.agree_size(int(p["size"]))
+        self.peer_offer = int(p["size"])
+        refused = dev.agree_size(self.peer_offer)
+        self.peer_size = dev.size()
         if refused:
             self.log.device(refused)
             raise SessionEnd(Conn.Disconnecting, retry=False)
@@ -629,6 +638,8 @@ class Peer:
             await verify.answer(self, b)
         elif t == Msg.SYNC_PARAM:
             self._adopt_sync_params(b)
+        elif t == Msg.SIZES:
+            await resize.on_sizes(self, b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":
             self._on_verify_request()
         elif self.verify is not None and self.verify.handle(frame):

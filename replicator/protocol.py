@@ -72,6 +72,7 @@ class Msg(enum.IntEnum):
     OV_DONE = 30
     OV_RESULT = 31        # blocks the verify source found different: mark them too
     SYNC_PARAM = 32       # disk-options changed the resync rate settings: adopt them
+    SIZES = 33            # online resize: what I can offer, what I show (8.4's P_SIZES)
 
 
 _VALID_TYPES = frozenset(int(m) for m in Msg)

@@ -1,11 +1,11 @@
 """Daemon handlers that steer data generations and resyncs: invalidate, invalidate-remote,
-pause-sync, resume-sync, verify, outdate, new-current-uuid (drbdsetup 8.4 forms)."""
+resize, pause-sync, resume-sync, verify, outdate, new-current-uuid (drbdsetup 8.4 forms)."""
 from __future__ import annotations
 
 import secrets
 from typing import Any
 
-from replicator import resync, verify
+from replicator import resize, resync, verify
 from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
                                  state_failure)
@@ -85,6 +85,15 @@ def _pause(daemon: Any, args: dict, paused: bool) -> Reply:
     else:
         res.change("device", hard=True, user_isp=paused)
     return ok()
+
+
+@handler("resize")
+async def _resize(daemon: Any, args: dict) -> Reply:
+    obj, err = check_minor(daemon, args)
+    if err:
+        return err
+    refused = await resize.command(daemon, obj, args.get("options") or {})
+    return failure(obj, refused) if refused else ok()
 
 
 @handler("pause-sync")

@@ -29,7 +29,7 @@ COMMANDS:
  attach  detach  disk-options  connect  disconnect  net-options  up  down  primary
  secondary  adjust
  role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
- invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate
+ invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate  resize
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
 """
@@ -532,6 +532,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "wait-connect": do_wait_connect,
     "invalidate": online_or_meta("invalidate"),
     "invalidate-remote": minor_cmd("invalidate-remote"),
+    "resize": minor_cmd("resize"),
     "pause-sync": minor_cmd("pause-sync"),
     "resume-sync": minor_cmd("resume-sync"),
     "verify": minor_cmd("verify"),

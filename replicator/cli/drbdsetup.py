@@ -9,6 +9,7 @@
     drbdsetup disconnect RES | LOCAL_ADDR PEER_ADDR
     drbdsetup net-options RES | LOCAL_ADDR PEER_ADDR [--set-defaults] [--net-option=VALUE ...]
     drbdsetup primary MINOR [--force|--overwrite-data-of-peer]
+    drbdsetup resize MINOR [--size=N] [--assume-peer-has-space] [--assume-clean]
     drbdsetup secondary MINOR
     drbdsetup down RES
     drbdsetup status [RES|all] [--verbose] [--statistics]
@@ -206,6 +207,17 @@ def cmd_disk_options(args: list[str], opts: dict) -> int:
     if res is None:
         return _minor_not_allocated(minor)
     return _emit(call(res, "disk-options", minor=minor, options=opts))
+
+
+def cmd_resize(args: list[str], opts: dict) -> int:
+    _need(args, 1, "resize MINOR [--size=N] [--assume-peer-has-space] [--assume-clean]")
+    minor, res = _minor_target(args[0])
+    if res is None:
+        return _minor_not_allocated(minor)
+    for name in ("assume-peer-has-space", "assume-clean"):
+        if name in opts:
+            opts[name] = flag(opts, name)
+    return _emit(call(res, "resize", minor=minor, options=opts))
 
 
 def cmd_minor_simple(cmd: str) -> Any:
@@ -484,6 +496,7 @@ COMMANDS = {
     "connect": cmd_connect,
     "invalidate": cmd_minor_simple("invalidate"),
     "invalidate-remote": cmd_minor_simple("invalidate-remote"),
+    "resize": cmd_resize,
     "pause-sync": cmd_minor_simple("pause-sync"),
     "resume-sync": cmd_minor_simple("resume-sync"),
     "verify": cmd_minor_simple("verify"),
@@ -510,6 +523,8 @@ OPTIONS: dict[str, set[str]] = {
     "new-resource": set(), "new-minor": {"device"}, "detach": {"force"},
     "primary": {"force", "overwrite-data-of-peer"}, "secondary": set(),
     "invalidate": set(), "invalidate-remote": set(), "pause-sync": set(),
+    "resize": {"size", "assume-peer-has-space", "assume-clean", "al-stripes",
+               "al-stripe-size-kB"},
     "resume-sync": set(), "verify": set(), "outdate": set(),
     "new-current-uuid": {"clear-bitmap"}, "disconnect": {"force"}, "down": set(),
     "status": {"verbose", "statistics"}, "events2": {"now", "statistics", "timestamps", "full"},

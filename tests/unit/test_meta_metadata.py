@@ -220,3 +220,53 @@ def test_external_flexible_and_indexed(tmp_path):
     with pytest.raises(MetadataError, match="index 2 needs"):
         Metadata.create(data, MetaSpec(meta, 2))
     assert os.path.getsize(data) == 300 * MiB                # data device untouched
+
+
+def test_relocate_moves_internal_meta_data_to_the_new_end_keeping_bits_and_hot_extents(disk):
+    md = Metadata.open(disk)
+    md.attach(al_extents=61)
+    md.set_flag(MDF.PRIMARY_IND | MDF.CONSISTENT)
+    old_layout, old_size = md.layout, md.data_bytes
+    for off, length in [(0, 4096), (40 * MiB, 4096)]:
+        first, last = Bitmap.extents_of_range(off, length)
+        md.al.begin_io(first, last)
+        md.al.end_io(first, last)
+    md.bitmap.set_range(100 * MiB, 8192)
+    os.truncate(disk, 300 * MiB)                           # the admin grew the disk
+    layout = md.layout_for_current_size()
+    assert layout.md_offset > old_layout.md_offset
+    grown = md.bitmap.resized(md.max_data_bytes(layout), mark_from=old_size)
+    md.relocate(layout, grown, md.max_data_bytes(layout) // 512)
+    md.close()                                             # crash right after: no detach
+
+    again = Metadata.open(disk)                            # found at the new end
+    assert again.layout == layout and not again.sb.has(MDF.FULL_SYNC)
+    assert again.sb.la_size_sect * 512 == again.data_bytes > old_size
+    assert again.replay_al().extents == [0, 10]            # what was hot is hot there
+    assert again.apply_al().rc == 0
+    bm = again.load_bitmap()
+    new_bits = (again.data_bytes - old_size) // 4096
+    assert bm.count() == 2 + 1024 * 2 + new_bits           # old bits, AL extents, new area
+    assert bm.test(100 * MiB // 4096) and bm.test(old_size // 4096)
+    again.close()
+
+
+def test_relocate_refuses_a_disk_that_shrank_under_its_meta_data(disk):
+    with Metadata.open(disk) as md:
+        md.attach()
+        os.truncate(disk, 150 * MiB)
+        layout = md.layout_for_current_size()
+        with pytest.raises(MetadataError, match="shrank under its internal meta data"):
+            md.relocate(layout, md.bitmap, md.sb.la_size_sect)
+
+
+def test_a_superblock_image_made_before_a_move_is_written_as_the_moved_one(disk):
+    with Metadata.open(disk) as md:
+        md.attach()
+        stale = md.superblock_image()
+        os.truncate(disk, 250 * MiB)
+        layout = md.layout_for_current_size()
+        md.relocate(layout, md.bitmap.resized(md.max_data_bytes(layout)), md.sb.la_size_sect)
+        md.write_superblock_image(stale)                   # the daemon's writer, late
+    with Metadata.open(disk) as again:
+        assert again.layout == layout

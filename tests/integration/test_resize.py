@@ -1,0 +1,149 @@
+"""Online resize: grow both backing disks, ``drbdadm resize``, the new area resynced."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.loopdev import loop_device
+from tests.integration.nodes import Cluster, Node, in_sync
+from tests.integration.test_two_nodes import data_area_digest, sh
+
+MiB = 1 << 20
+
+
+def grow_disks(c: Cluster, size: int) -> None:
+    for n in c.nodes:
+        os.truncate(n.disk, size)
+
+
+def loop_size(dev: str) -> int:
+    return int(sh("blockdev", "--getsize64", dev))
+
+
+def sized(n: Node, size: int) -> dict:
+    return n.wait_for(lambda s: s["size_kib"] * 1024 == size and in_sync(s), timeout=60,
+                      what=f"in sync at {size} bytes")
+
+
+@pytest.mark.parametrize("where", ["node1", "node2"])
+def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Path, where: str):
+    c = Cluster(tmp_path, size="64M")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        old = n1.snapshot()["size_kib"] * 1024
+        with loop_device(str(n1.device)) as loop:
+            sh("mkfs.ext3", "-q", loop)
+            sh("mount", loop, str(mnt))
+            data = os.urandom(20 * MiB)
+            (mnt / "before").write_bytes(data)
+            grow_disks(c, 96 * MiB)
+            getattr(c, where).drbdadm("resize", "r0")
+            # the command returns with the new size in place on the node that ran it, and on
+            # the Primary the loop device over the device file sees it too
+            new = getattr(c, where).snapshot()["size_kib"] * 1024
+            assert new > old + 30 * MiB
+            for n in c.nodes:
+                sized(n, new)
+                assert os.stat(n.device).st_size == new
+            assert loop_size(loop) == new
+            for line in ("Resync of new storage after online grow",
+                         f"Began resync as SyncSource (will sync {(new - old) >> 10} KB"):
+                assert any(line in m for m in n1.log_messages()), line
+            assert any("Resync of new storage after online grow" in m
+                       for m in n2.log_messages())
+            # this machine's root may not resize a mounted ext3 (CAP_SYS_RESOURCE): offline
+            sh("umount", str(mnt))
+            sh("e2fsck", "-f", "-y", loop)
+            sh("resize2fs", loop)
+            sh("mount", loop, str(mnt))
+            assert os.statvfs(mnt).f_blocks * os.statvfs(mnt).f_frsize > old
+            more = os.urandom(40 * MiB)
+            (mnt / "after").write_bytes(more)                   # needs the new space
+            sh("umount", str(mnt))
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
+        for n in c.nodes:                     # the metadata is found at the new end
+            gi = n.drbdadm("show-gi", "r0").stdout
+            assert f"last agreed size: 96 MB ({new // 512} sectors)" in gi
+            n.drbdadm("up", "r0")
+        c.node2.wait_for(in_sync, what="connected again")
+        n1.drbdadm("primary", "r0")
+        sh("mount", str(n1.device), str(mnt))
+        assert (mnt / "before").read_bytes() == data and (mnt / "after").read_bytes() == more
+        sh("umount", str(mnt))
+    finally:
+        c.cleanup()
+
+
+def test_assume_clean_grows_without_a_resync(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        old = n1.snapshot()["size_kib"] * 1024
+        grow_disks(c, 80 * MiB)
+        n1.drbdadm("resize", "--assume-clean", "r0")
+        new = n1.snapshot()["size_kib"] * 1024
+        assert new > old
+        for n in c.nodes:
+            assert sized(n, new)["oos_kib"] == 0
+        assert any("Resync of new storage suppressed with --assume-clean" in m
+                   for m in n1.log_messages())
+        assert sum("Began resync" in m for m in n1.log_messages()) == 1   # the initial one
+    finally:
+        c.cleanup()
+
+
+def test_resize_refusals_and_growing_alone(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        c.up_connected()
+        n1, n2 = c.nodes
+        r = n1.drbdadm("resize", "r0", check=False)          # Secondary/Secondary
+        assert r.returncode == 10
+        assert "0: Failure: (131) Need one Primary node to resize." in r.stderr
+        c.sync_from_node1()
+        n1.drbdadm("pause-sync", "r0")
+        n1.drbdadm("invalidate-remote", "r0")
+        n1.wait_for(lambda s: s["conn"] == "PausedSyncS", what="PausedSyncS")
+        r = n1.drbdadm("resize", "r0", check=False)
+        assert r.returncode == 10 and "(130) Resize not allowed during resync." in r.stderr
+        n1.drbdadm("resume-sync", "r0")
+        n1.wait_for(in_sync, what="synced")
+        old = n1.snapshot()["size_kib"] * 1024
+
+        n1.drbdadm("disconnect", "r0")
+        os.truncate(n1.disk, 96 * MiB)
+        n1.drbdadm("resize", "r0")                           # the peer's room is unknown
+        assert n1.snapshot()["size_kib"] * 1024 == old
+        n1.drbdadm("--", "--assume-peer-has-space", "resize", "r0")
+        new = n1.snapshot()["size_kib"] * 1024
+        assert new > old and os.stat(n1.device).st_size == new
+        assert n1.snapshot()["oos_kib"] * 1024 == new - old  # the new area, for the peer
+        assert any("Resize while not connected was forced by the user!" in m
+                   for m in n1.log_messages())
+        r = n1.drbdadm("--", f"--size={old // 1024 - 4096}k", "resize", "r0")
+        assert n1.snapshot()["size_kib"] * 1024 == old - 4 * MiB    # an explicit shrink
+        r = n1.drbdadm("--", "--size=1G", "resize", "r0")
+        assert any("Requested disk size is too big" in m for m in n1.log_messages())
+        r = n2.drbdsetup("resize", "0", "--size=x", check=False)
+        assert r.returncode == 10 and "--size" in r.stderr
+    finally:
+        c.cleanup()
+
+
+def test_drbdadm_resize_dry_run_is_drbdadm_84s(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        r = c.node1.drbdadm("-d", "--", "--assume-clean", "resize", "r0")
+        assert r.stdout.splitlines()[-1].endswith("drbdsetup resize 0 --assume-clean")
+    finally:
+        c.cleanup()
