@@ -420,9 +420,9 @@ class Metadata:
         reinit = not is84
         need = self.sb.has(MDF.PRIMARY_IND)
         if rep.status < 0:
-            if need:
-                res.rc = 1 if rep.status == -errno.ENODATA else 2
-                return res
+            if need and not self.sb.has(MDF.FULL_SYNC):    # (a full sync covers it all:
+                res.rc = 1 if rep.status == -errno.ENODATA else 2     # a crash while an
+                return res                                  # online resize moved the AL)
             res.messages.append("Error ignored, no need to apply the AL")
             reinit = True
         if rep.status > 0 and need:

@@ -52,8 +52,13 @@ class Device:
         self.fd = md.backing.fd
         self.bitmap: Bitmap = md.bitmap
         self.al = md.al
+        # disk { size } or resize --size: the device is no larger (0: no limit)
+        self.user_size = options["size"] * 512
         # 8.4 drbd_determine_dev_size without a peer: the last agreed size, if any
         self._size = min(md.sb.la_size_sect * 512, md.data_bytes) or md.data_bytes
+        if 0 < self.user_size < self._size:
+            self._size = self.user_size
+            md.sb.la_size_sect = self.user_size // 512
         self.disk_opts = options
         self.fencing = options["fencing"]
         # a Primary that never saw its peer again before going down ("degraded" reboot)
@@ -337,13 +342,26 @@ class Device:
 
     # -- for the replication side ----------------------------------------------------------
     def backing_size(self) -> int:
-        """What this node could offer (its usable data size), for the size handshake."""
-        return self.md.data_bytes
+        """What this node could offer (its usable data size with the metadata where the
+        disk's size puts it now), for the handshake and the resize exchange."""
+        try:
+            return self.md.max_data_bytes(self.md.layout_for_current_size())
+        except MetadataError:
+            return self.md.data_bytes
+
+    def metadata_covers(self) -> int:
+        """The data size the metadata (its bitmap) describes: no device may be larger
+        before a resize moved it (replicator.resize)."""
+        return self.bitmap.data_bytes
 
     def agree_size(self, peer_size: int) -> str:
-        """The device is the smaller of the two nodes' usable sizes. Returns why not, if
-        the peer would shrink a device holding data (8.4 receive_sizes), else ""."""
-        agreed = min(self.md.data_bytes, peer_size) if peer_size > 0 else self.md.data_bytes
+        """The device is the smaller of the two nodes' usable sizes, no larger than the
+        user's size. Returns why not, if the peer would shrink a device holding data (8.4
+        receive_sizes), else ""."""
+        mine = self.metadata_covers()
+        agreed = min(mine, peer_size) if peer_size > 0 else mine
+        if 0 < self.user_size <= agreed:
+            agreed = self.user_size // 512 * 512
         if agreed < self._size and self.resource.state.disk >= Disk.Outdated:
             return (f"The peer's disk size is too small! ({peer_size // 512} < "
                     f"{self._size // 512} sectors)")

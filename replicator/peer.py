@@ -102,7 +102,6 @@ class Peer:
         self.peer_size = 0                    # the size the peer shows
         self.resize_pending = False           # grew while connected: resync the new area
         self.resize_clean = False             # --assume-clean: the new area needs no sync
-        self.resize_user = 0                  # --size of this round (bytes, 0: none)
         self.sizes_answered: trio.Event | None = None
         self.resync: resync.Resync | None = None
         self.verify = None            # replicator.verify.Verify while verifying
@@ -327,6 +326,7 @@ class Peer:
             "two-primaries": o["allow-two-primaries"],
             "discard-my-data": self.discard_my_data,
             "size": disk.backing_size() if disk else 0,
+            "user": disk.user_size if disk else 0,
             "uuids": dev.md.uuids if dev else [0, 0, 0, 0],
             "bits": disk.bitmap.count() if disk else 0,
             "flags": self._uuid_flags(),
@@ -421,6 +421,13 @@ class Peer:
             self._connect_diskless(p)
             return
         self.peer_offer = int(p["size"])
+        dev.user_size = min((u for u in (dev.user_size, int(p.get("user") or 0)) if u),
+                            default=0)
+        if dev.backing_size() > dev.metadata_covers():    # the disk grew: as 8.4, move the
+            try:                                          # metadata before agreeing on sizes
+                await resize.determine(dev, self.peer_offer, dev.user_size, clean=False)
+            except resize.ResizeError:
+                pass                          # (agree_size reports the peer as too small)
         refused = dev.agree_size(self.peer_offer)
         self.peer_size = dev.size()
         if refused:

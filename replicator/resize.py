@@ -108,7 +108,7 @@ def send_sizes(peer: Any, ask: bool) -> None:
     peer.send(Msg.SIZES, {
         "max": dev.backing_size() if dev is not None else 0,
         "size": dev.size() if dev is not None else 0,
-        "user": peer.resize_user,
+        "user": dev.user_size if dev is not None else 0,
         "ask": ask,
         "clean": peer.resize_clean,
     })
@@ -120,14 +120,17 @@ async def on_sizes(peer: Any, b: dict) -> None:
     peer.peer_offer = int(b["max"])
     peer.peer_size = int(b["size"])
     ask = bool(b.get("ask"))
+    dev = peer._usable_disk()
     if ask:
         peer.resize_clean = bool(b.get("clean"))
-        peer.resize_user = int(b.get("user") or 0)
-    dev = peer._usable_disk()
+        user = int(b.get("user") or 0)
+        if dev is not None and user != dev.user_size:     # the resize's --size, or none
+            dev.log.device(f"Peer sets u_size to {user // 512} sectors")
+            dev.user_size = user
     outcome = "unchanged"
     if dev is not None and peer.res.state.conn == Conn.Connected:
         try:
-            outcome = await determine(dev, peer.peer_offer, peer.resize_user, peer.resize_clean)
+            outcome = await determine(dev, peer.peer_offer, dev.user_size, peer.resize_clean)
         except ResizeError:
             outcome = "unchanged"
         if outcome == "grew":
@@ -232,10 +235,12 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
     else:
         offer = 0
     if connected:
-        peer.resize_clean, peer.resize_user = clean, user
+        peer.resize_clean = clean
+    old_user, dev.user_size = dev.user_size, user    # as 8.4: resize without --size lifts it
     try:
         outcome = await determine(dev, offer, user, clean)
     except ResizeError as e:
+        dev.user_size = old_user
         return e.err
     if connected and res.state.conn == Conn.Connected:
         if outcome == "grew":

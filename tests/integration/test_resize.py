@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.loopdev import loop_device
-from tests.integration.nodes import Cluster, Node, in_sync
+from tests.integration.test_durability import Writer, fail_over_to_node2, verify_on
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
 from tests.integration.test_two_nodes import data_area_digest, sh
 
 MiB = 1 << 20
@@ -121,7 +123,7 @@ def test_resize_refusals_and_growing_alone(tmp_path: Path):
         old = n1.snapshot()["size_kib"] * 1024
 
         n1.drbdadm("disconnect", "r0")
-        os.truncate(n1.disk, 96 * MiB)
+        grow_disks(c, 96 * MiB)
         n1.drbdadm("resize", "r0")                           # the peer's room is unknown
         assert n1.snapshot()["size_kib"] * 1024 == old
         n1.drbdadm("--", "--assume-peer-has-space", "resize", "r0")
@@ -130,12 +132,41 @@ def test_resize_refusals_and_growing_alone(tmp_path: Path):
         assert n1.snapshot()["oos_kib"] * 1024 == new - old  # the new area, for the peer
         assert any("Resize while not connected was forced by the user!" in m
                    for m in n1.log_messages())
-        r = n1.drbdadm("--", f"--size={old // 1024 - 4096}k", "resize", "r0")
-        assert n1.snapshot()["size_kib"] * 1024 == old - 4 * MiB    # an explicit shrink
-        r = n1.drbdadm("--", "--size=1G", "resize", "r0")
-        assert any("Requested disk size is too big" in m for m in n1.log_messages())
+        # node2 moves its metadata when it meets the bigger node1, and gets the new area
+        n1.drbdadm("connect", "r0")
+        for n in c.nodes:
+            sized(n, new)
+        assert any("Writing the whole bitmap, size changed and md moved" in m
+                   for m in n2.log_messages())
+
+        shrunk = new - 4 * MiB                                # explicit: both follow
+        n1.drbdadm("--", f"--size={shrunk // 1024}k", "resize", "r0")
+        for n in c.nodes:
+            sized(n, shrunk)
+        assert any(f"Peer sets u_size to {shrunk // 512} sectors" in m
+                   for m in n2.log_messages())
+        n2.drbdadm("--", "--size=1G", "resize", "r0")        # too big: as big as it gets
+        assert any("Requested disk size is too big" in m for m in n2.log_messages())
+        for n in c.nodes:
+            sized(n, new)
         r = n2.drbdsetup("resize", "0", "--size=x", check=False)
         assert r.returncode == 10 and "--size" in r.stderr
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
+    finally:
+        c.cleanup()
+
+
+def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
+    text = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
+                                    "common {{ syncer {{ rate 100M; }} disk {{ size 40M; }} }}")
+    c = Cluster(tmp_path, size="64M", conf_template=text)
+    try:
+        c.up_connected()
+        for n in c.nodes:
+            assert n.snapshot()["size_kib"] == 40 * 1024
+            assert os.stat(n.device).st_size == 40 * MiB
     finally:
         c.cleanup()
 
@@ -145,5 +176,35 @@ def test_drbdadm_resize_dry_run_is_drbdadm_84s(tmp_path: Path):
     try:
         r = c.node1.drbdadm("-d", "--", "--assume-clean", "resize", "r0")
         assert r.stdout.splitlines()[-1].endswith("drbdsetup resize 0 --assume-clean")
+    finally:
+        c.cleanup()
+
+
+def test_writes_during_the_resize_all_reach_both_disks(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        old = n1.snapshot()["size_kib"] * 1024
+        before = Writer(n1.device, old, os.urandom(8), limit=12000)
+        before.start()
+        while len(before.acked) < 200 and before.is_alive():
+            time.sleep(0.01)
+        grow_disks(c, 96 * MiB)
+        n1.drbdadm("resize", "r0")
+        assert before.is_alive()                 # the resize ran while it wrote
+        before.join(120)
+        assert before.error is None and len(before.acked) == 12000
+        new = n1.snapshot()["size_kib"] * 1024
+        after = Writer(n1.device, new, os.urandom(8), limit=3000)
+        after.run()                              # the new area too
+        assert after.error is None and max(after.acked) >= old
+        for n in c.nodes:
+            sized(n, new)
+        fail_over_to_node2(c)
+        rewritten = set(after.acked)
+        assert verify_on(n2, before.seed, [o for o in before.acked if o not in rewritten]) == []
+        assert verify_on(n2, after.seed, after.acked) == []
     finally:
         c.cleanup()

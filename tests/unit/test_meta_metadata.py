@@ -270,3 +270,24 @@ def test_a_superblock_image_made_before_a_move_is_written_as_the_moved_one(disk)
         md.write_superblock_image(stale)                   # the daemon's writer, late
     with Metadata.open(disk) as again:
         assert again.layout == layout
+
+
+def test_a_crash_while_the_meta_data_moves_means_a_full_sync_not_lost_bits(disk):
+    md = Metadata.open(disk)
+    md.attach()
+    md.set_flag(MDF.PRIMARY_IND | MDF.CONSISTENT)          # a Primary crashes
+    os.truncate(disk, 260 * MiB)
+    layout = md.layout_for_current_size()
+
+    def crash(_offset):
+        raise OSError("power lost")
+    md.al.write_ring_at = crash                            # dies after the first superblock
+    with pytest.raises(OSError):
+        md.relocate(layout, md.bitmap.resized(md.max_data_bytes(layout)), md.sb.la_size_sect)
+    md.close()
+    again = Metadata.open(disk)
+    assert again.layout == layout and again.sb.has(MDF.FULL_SYNC)
+    assert again.apply_al().rc == 0
+    assert again.attach() == ["Assuming that all blocks are out of sync (aka FullSync)"]
+    assert again.bitmap.count() == again.bitmap.nbits
+    again.close()
