@@ -295,15 +295,15 @@ class Bitmap:
             buf[b:] = bytes(len(buf) - b)
             self._dirty.update(range(b // PAGE, self.npages))
 
-    def resized(self, data_bytes: int, mark_from: int | None = None) -> "Bitmap":
+    def resized(self, data_bytes: int, mark: tuple[int, int] | None = None) -> "Bitmap":
         """A copy covering ``data_bytes`` of data (every page dirty, to be written whole);
-        with ``mark_from`` (a byte offset), the blocks from there to the end are set: new
-        storage is out of sync until a resync has made both copies equal."""
+        the blocks of the byte range ``mark`` (start, end) are set: new storage is out of
+        sync until a resync has made both copies equal."""
         new = Bitmap.for_size(data_bytes)
         with self._lock:
             new.merge_or(self._buf)
-        if mark_from is not None and mark_from < data_bytes:
-            new.set_range(mark_from, data_bytes - mark_from)
+        if mark is not None:
+            new.set_range(mark[0], min(mark[1], data_bytes) - mark[0])
         new.mark_all_dirty()
         return new
 

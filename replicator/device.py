@@ -601,6 +601,8 @@ async def detach_device(daemon: Any, force: bool = False,
         await peer.flush()
     if not dev.failed:
         res.change("device", hard=True, disk=Disk.Failed)
+    async with dev.resize_lock:             # a resize moving the metadata finishes first
+        pass
     await dev.superblock_synced()
     await dev.syncer.quiesce()              # no fdatasync of the fd we are about to close
     dev.syncer.close()

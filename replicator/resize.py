@@ -82,7 +82,7 @@ async def determine(dev: Any, peer_offer: int, user: int, clean: bool) -> str:
         if size == old and not moved:
             return "unchanged"
         grew = size > old
-        bitmap = dev.bitmap.resized(offer, mark_from=old if grew and not clean else None)
+        bitmap = dev.bitmap.resized(offer, mark=(old, size) if grew and not clean else None)
         dev.bitmap = md.bitmap = bitmap   # from here on bits go to the new one
         what = ("size changed and md moved" if size != old and moved else
                 "size changed" if size != old else "md moved")

@@ -178,3 +178,16 @@ def test_one_tib_bitmap_is_32_mib_and_fast_enough():
     bm.clear_all()
     bm.set_bits((1 << 28) - 1)
     assert bm.find_next_set(0) == (1 << 28) - 1
+
+
+def test_resized_copy_keeps_bits_and_marks_only_the_range_asked():
+    bm = Bitmap.for_size(64 << 20)
+    bm.set_range(4096, 8192)
+    bm.set_range((64 << 20) - 4096, 4096)
+    grown = bm.resized(96 << 20, mark=(64 << 20, 80 << 20))
+    assert grown.nbits == (96 << 20) // 4096
+    assert grown.count() == 3 + (16 << 20) // 4096
+    assert grown.test((80 << 20) // 4096 - 1) and not grown.test((80 << 20) // 4096)
+    assert grown.dirty_pages() == list(range(grown.npages))      # written whole
+    assert bm.count() == 3                                         # the original untouched
+    assert bm.resized(32 << 20).count() == 2                       # a shrink drops the tail

@@ -235,7 +235,7 @@ def test_relocate_moves_internal_meta_data_to_the_new_end_keeping_bits_and_hot_e
     os.truncate(disk, 300 * MiB)                           # the admin grew the disk
     layout = md.layout_for_current_size()
     assert layout.md_offset > old_layout.md_offset
-    grown = md.bitmap.resized(md.max_data_bytes(layout), mark_from=old_size)
+    grown = md.bitmap.resized(md.max_data_bytes(layout), mark=(old_size, 1 << 40))
     md.relocate(layout, grown, md.max_data_bytes(layout) // 512)
     md.close()                                             # crash right after: no detach
 
