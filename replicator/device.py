@@ -365,7 +365,9 @@ class Device:
         if agreed < self._size and self.resource.state.disk >= Disk.Outdated:
             return (f"The peer's disk size is too small! ({peer_size // 512} < "
                     f"{self._size // 512} sectors)")
-        if agreed != self._size:
+        if agreed > self._size:               # grown since the last agreement (a size
+            self.bitmap.set_range(self._size, agreed - self._size)   # cap lifted, a disk
+        if agreed != self._size:              # grown apart): new storage, resynced as 8.4
             self.log.device(f"size = {ppsize(agreed // KIB)} ({agreed // KIB} KB)")
         self._size = agreed
         if self.md.sb.la_size_sect != agreed // 512:

@@ -164,9 +164,26 @@ def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
     c = Cluster(tmp_path, size="64M", conf_template=text)
     try:
         c.up_connected()
+        c.sync_from_node1()
         for n in c.nodes:
             assert n.snapshot()["size_kib"] == 40 * 1024
             assert os.stat(n.device).st_size == 40 * MiB
+        n1, n2 = c.nodes
+        with open(n2.disk, "r+b") as f:       # what lies beyond the old size differs
+            f.seek(50 * MiB)
+            f.write(b"\xee" * MiB)
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        c.config.write_text(c.config.read_text().replace(" disk { size 40M; }", ""))
+        for n in c.nodes:
+            n.drbdadm("up", "r0")
+        n1.drbdadm("primary", "r0")
+        full = n1.wait_for(lambda s: s["size_kib"] > 40 * 1024 and in_sync(s),
+                           what="grown and in sync")["size_kib"] * 1024
+        sized(n2, full)
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, full >> 10) == data_area_digest(n2, full >> 10)
     finally:
         c.cleanup()
 
