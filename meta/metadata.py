@@ -16,6 +16,7 @@ Every failure raises ``MetadataError`` whose text is one line naming the device.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import re
 import threading
@@ -126,6 +127,7 @@ class Metadata:
         self.attached = False
         # superblock and bitmap writes from worker threads vs. moving the metadata
         self._io_lock = threading.RLock()
+        self.moves = 0                 # relocate() calls: superblocks packed before are stale
 
     # -- opening -----------------------------------------------------------------------
     @staticmethod
@@ -266,23 +268,25 @@ class Metadata:
 
     def write_superblock(self) -> None:
         """Validate, then write the superblock with one pwrite and fdatasync."""
-        self.write_superblock_image(self.superblock_image())
+        self.write_superblock_image(self.superblock_image(), self.moves)
 
-    def superblock_image(self) -> bytes:
-        """The superblock as it is now, validated and packed (to write later)."""
+    def superblock_image(self, sb: Superblock | None = None) -> bytes:
+        """The superblock as it is now (or ``sb``), validated and packed (to write later,
+        with ``moves`` as it was when packed)."""
         try:
-            validate(self.sb, self.layout)
+            validate(sb or self.sb, self.layout)
         except SuperblockError as e:
             raise MetadataError(f"'{self.path}': refusing to write superblock: {e}") from None
-        return self.sb.pack()
+        return (sb or self.sb).pack()
 
-    def write_superblock_image(self, image: bytes) -> None:
+    def write_superblock_image(self, image: bytes, moves: int) -> None:
+        """Write a packed superblock; one packed before the metadata last moved
+        (``moves`` differs) is packed again: its offsets and size are the old ones."""
         with self._io_lock:
-            made = Superblock.unpack(image)
-            if (made.md_size_sect, made.bm_offset) != (self.sb.md_size_sect, self.sb.bm_offset):
-                image = self.superblock_image()     # made before the meta data moved
+            if moves != self.moves:
+                image = self.superblock_image()
             self.mddev.pwrite(image, self.layout.md_offset)
-            self.mddev.fdatasync()
+        self.mddev.fdatasync()
 
     @property
     def uuids(self) -> list[int]:
@@ -327,13 +331,20 @@ class Metadata:
         with self._io_lock:
             if self.bitmap is None:
                 return 0
-            return self.bitmap.flush(self.mddev, self.layout.bm_offset, everything=everything)
+            n = self.bitmap.flush(self.mddev, self.layout.bm_offset, everything=everything,
+                                  sync=False)
+        if n:
+            self.mddev.fdatasync()
+        return n
 
     def _flush_extent_pages(self, extents: list[int]) -> None:
         with self._io_lock:
-            if self.bitmap is not None:
-                pages = [e * BM_BYTES_PER_AL_EXT // PAGE for e in extents]
-                self.bitmap.flush(self.mddev, self.layout.bm_offset, pages=pages)
+            if self.bitmap is None:
+                return
+            pages = [e * BM_BYTES_PER_AL_EXT // PAGE for e in extents]
+            n = self.bitmap.flush(self.mddev, self.layout.bm_offset, pages=pages, sync=False)
+        if n:
+            self.mddev.fdatasync()
 
     # -- resize ---------------------------------------------------------------------------
     def layout_for_current_size(self) -> MetaLayout:
@@ -364,14 +375,16 @@ class Metadata:
             raise MetadataError(f"'{self.path}': the backing device shrank under its "
                                 f"internal meta data")
         sb = self.sb
-        full_sync = sb.flags & MDF.FULL_SYNC
         with self._io_lock:
+            self.moves += 1
             self.layout, self.bitmap = layout, bitmap
             sb.md_size_sect = layout.md_size_sect
             sb.al_offset, sb.bm_offset = layout.al_offset_sect, layout.bm_offset_sect
             sb.la_size_sect = la_size_sect
-            sb.set_flag(MDF.FULL_SYNC, True)
-            self.write_superblock()
+            first = dataclasses.replace(sb, uuids=list(sb.uuids))
+            first.set_flag(MDF.FULL_SYNC, True)            # (on disk only, until the end)
+            self.mddev.pwrite(self.superblock_image(first), layout.md_offset)
+            self.mddev.fdatasync()
         if self.al is not None:       # (its lock before ours, as a transaction takes them)
             with self.al.lock:
                 self.al.write_ring_at(layout.al_offset)
@@ -380,7 +393,6 @@ class Metadata:
             self.initialize_al()
         with self._io_lock:
             bitmap.flush(self.mddev, layout.bm_offset, everything=True)
-            sb.set_flag(MDF.FULL_SYNC, bool(full_sync))
             self.write_superblock()
 
     # -- activity log ----------------------------------------------------------------------

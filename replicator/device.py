@@ -354,22 +354,25 @@ class Device:
         before a resize moved it (replicator.resize)."""
         return self.bitmap.data_bytes
 
-    def agree_size(self, peer_size: int) -> str:
+    def agree_size(self, peer_size: int, user: int = 0) -> str:
         """The device is the smaller of the two nodes' usable sizes, no larger than the
-        user's size. Returns why not, if the peer would shrink a device holding data (8.4
-        receive_sizes), else ""."""
+        user's size (the smaller of both nodes' ``--size``, adopted here). Returns why not,
+        if the peer would shrink a device holding data (8.4 receive_sizes), else ""."""
         mine = self.metadata_covers()
         agreed = min(mine, peer_size) if peer_size > 0 else mine
-        if 0 < self.user_size <= agreed:
-            agreed = self.user_size // 512 * 512
+        if 0 < user <= agreed:
+            agreed = user // 512 * 512
         if agreed < self._size and self.resource.state.disk >= Disk.Outdated:
             return (f"The peer's disk size is too small! ({peer_size // 512} < "
                     f"{self._size // 512} sectors)")
+        if user != self.user_size:
+            self.log.device(f"Peer sets u_size to {user // 512} sectors")
+            self.user_size = user
         if agreed > self._size:               # grown since the last agreement (a size
             self.bitmap.set_range(self._size, agreed - self._size)   # cap lifted, a disk
         if agreed != self._size:              # grown apart): new storage, resynced as 8.4
             self.log.device(f"size = {ppsize(agreed // KIB)} ({agreed // KIB} KB)")
-        self._size = agreed
+            self.set_size(agreed)
         if self.md.sb.la_size_sect != agreed // 512:
             self.md.sb.la_size_sect = agreed // 512
             self.save_superblock()
@@ -380,7 +383,7 @@ class Device:
         from replicator import resize
         self._size = size
         res = self.resource
-        if res.nursery is not None and res.device_path:
+        if res.nursery is not None and res.device_path and self.fuse_scope is not None:
             res.nursery.start_soon(resize.expose, self, res.device_path)
 
     # -- the superblock, written off the event loop ---------------------------------------
@@ -410,8 +413,10 @@ class Device:
                 self._sb_wanted = trio.Event()
                 version = self._sb_version
                 try:
-                    image = self.md.superblock_image()
-                    await self.syncer.flushing(self.md.write_superblock_image, image)
+                    async with self.resize_lock:      # not while the metadata moves
+                        moves, image = self.md.moves, self.md.superblock_image()
+                        await self.syncer.flushing(self.md.write_superblock_image, image,
+                                                   moves)
                 except OSError as e:
                     self.io_error("superblock write", e, meta=True)
                 except MetadataError as e:        # refused to write an invalid one
@@ -507,8 +512,8 @@ def _initial_disk_state(md: Metadata, fencing: str) -> tuple[Disk, Disk]:
 async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
                         options: dict) -> None:
     """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
-    from replicator.commands import (ERR_INVALID_DISK_OPTION, ERR_MD_INVALID, ERR_MD_UNCLEAN,
-                                     ERR_OPEN_DISK)
+    from replicator.commands import (ERR_DISK_TOO_SMALL, ERR_INVALID_DISK_OPTION,
+                                     ERR_MD_INVALID, ERR_MD_UNCLEAN, ERR_OPEN_DISK)
     res = daemon.resource
     if res.device_path and _unstatted_path(disk) == _unstatted_path(res.device_path):
         raise AttachError(*ERR_OPEN_DISK, f"{disk} is this resource's own device file")
@@ -543,6 +548,11 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         raise AttachError(*ERR_MD_INVALID, str(e)) from None
     for note in notes:
         res.log.device(note)
+    if md.sb.has(MDF.CONSISTENT) and 0 < disk_opts["size"] < md.sb.la_size_sect:
+        res.log.device("refusing to truncate a consistent device")    # (8.4's attach)
+        md.detach()
+        res.change("device", hard=True, disk=Disk.Diskless)
+        raise AttachError(*ERR_DISK_TOO_SMALL)
     dev = Device(res, md, disk, disk_opts)
     dev.attach_args = {"disk": disk, "meta_disk": meta_disk, "meta_index": meta_index,
                        "given": {k: v for k, v in options.items() if not k.startswith("_")}}

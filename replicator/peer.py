@@ -193,6 +193,7 @@ class Peer:
         """Everything not confirmed by the peer is out of sync; move through conn states."""
         res = self.res
         self._release_pending()
+        resize.forget(self)
         was_primary_with_peer = res.state.role == Role.Primary and res.state.pdsk >= Disk.Inconsistent
         if end.message and end.reason != Conn.Disconnecting:
             self.log.resource_line(end.message)
@@ -421,14 +422,14 @@ class Peer:
             self._connect_diskless(p)
             return
         self.peer_offer = int(p["size"])
-        dev.user_size = min((u for u in (dev.user_size, int(p.get("user") or 0)) if u),
-                            default=0)
+        user = min((u for u in (dev.user_size, int(p.get("user") or 0)) if u), default=0)
         if dev.backing_size() > dev.metadata_covers():    # the disk grew: as 8.4, move the
             try:                                          # metadata before agreeing on sizes
-                await resize.determine(dev, self.peer_offer, dev.user_size, clean=False)
+                await resize.determine(dev, self.peer_offer, user, clean=False,
+                                       connecting=True)
             except resize.ResizeError:
-                pass                          # (agree_size reports the peer as too small)
-        refused = dev.agree_size(self.peer_offer)
+                pass                          # (the disk detached, or is too small now)
+        refused = dev.agree_size(self.peer_offer, user)
         self.peer_size = dev.size()
         if refused:
             self.log.device(refused)

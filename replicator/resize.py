@@ -57,61 +57,82 @@ def new_dev_size(mine: int, peer: int, last_agreed: int, user: int) -> tuple[int
     return size, ""
 
 
-async def determine(dev: Any, peer_offer: int, user: int, clean: bool) -> str:
+async def determine(dev: Any, peer_offer: int, user: int, clean: bool,
+                    connecting: bool = False) -> str:
     """Give ``dev`` the size both offers allow: 'grew', 'shrunk' or 'unchanged'.
 
     The new blocks are marked out of sync unless ``clean``; the metadata moves (internal)
-    or is rewritten for the new size. Raises ResizeError for an implicit shrink."""
+    or is rewritten for the new size. Raises ResizeError when refused: an implicit shrink
+    (``connecting``: just 'unchanged', the handshake finds the peer too small itself), a
+    disk that shrank under its metadata, a failed metadata write."""
+    from replicator.commands import ERR_DISK_TOO_SMALL, ERR_IO_MD_DISK
     async with dev.resize_lock:
         md, log = dev.md, dev.log
         try:
             layout = md.layout_for_current_size()
+            if layout.is_internal and layout.md_offset < md.layout.md_offset:
+                raise MetadataError(f"'{md.path}': the backing device shrank under its "
+                                    "internal meta data")
         except MetadataError as e:
             log.device(str(e))
-            return "unchanged"
+            raise ResizeError(ERR_DISK_TOO_SMALL) from None
         offer = md.max_data_bytes(layout)
         old = dev.size()
         size, complaint = new_dev_size(offer, peer_offer, old, user)
-        if complaint:
-            log.device(complaint)
         if size < old and not user:
+            if connecting:
+                return "unchanged"
             log.device(f"Implicit shrink not allowed. Use --size={size // 512}s for explicit "
                        "shrink.")
             raise ResizeError(ERR_IMPLICIT_SHRINK)
+        if complaint:
+            log.device(complaint)
         moved = layout != md.layout
         if size == old and not moved:
             return "unchanged"
         grew = size > old
-        bitmap = dev.bitmap.resized(offer, mark=(old, size) if grew and not clean else None)
-        dev.bitmap = md.bitmap = bitmap   # from here on bits go to the new one
-        what = ("size changed and md moved" if size != old and moved else
-                "size changed" if size != old else "md moved")
-        log.device(f"Writing the whole bitmap, {what}")
-        try:
-            await dev.syncer.flushing(md.relocate, layout, bitmap, size // 512)
-        except (OSError, MetadataError) as e:
-            dev.io_error("meta data write", e if isinstance(e, OSError) else OSError(str(e)),
-                         meta=True)
-            return "unchanged"
-        if size == old:
-            return "unchanged"
-        dev.set_size(size)
-        log.device(f"size = {ppsize(size >> 10)} ({size >> 10} KB)")
+        with trio.CancelScope(shield=True):   # the move runs to its end in its thread:
+            bitmap = dev.bitmap.resized(offer, mark=(old, size) if grew and not clean else None)
+            dev.bitmap = md.bitmap = bitmap   # from here on bits go to the new one
+            what = ("size changed and md moved" if size != old and moved else
+                    "size changed" if size != old else "md moved")
+            log.device(f"Writing the whole bitmap, {what}")
+            try:
+                await dev.syncer.flushing(md.relocate, layout, bitmap, size // 512)
+            except (OSError, MetadataError) as e:
+                dev.io_error("meta data write",
+                             e if isinstance(e, OSError) else OSError(str(e)), meta=True)
+                raise ResizeError(ERR_IO_MD_DISK) from None
+            if size == old:
+                return "unchanged"
+            dev.set_size(size)                # ... and so does what follows it
+            log.device(f"size = {ppsize(size >> 10)} ({size >> 10} KB)")
         return "grew" if grew else "shrunk"
 
 
 # -- the SIZES exchange ------------------------------------------------------------------------
-def send_sizes(peer: Any, ask: bool) -> None:
+def send_sizes(peer: Any, ask: bool = False, answer: bool = False) -> None:
     """Tell the peer what this node offers and shows; ``ask``: it must answer (the side
-    that ran the command)."""
+    that ran the command); ``answer``: this is that answer."""
     dev = peer._usable_disk()
     peer.send(Msg.SIZES, {
         "max": dev.backing_size() if dev is not None else 0,
         "size": dev.size() if dev is not None else 0,
         "user": dev.user_size if dev is not None else 0,
         "ask": ask,
+        "answer": answer,
         "clean": peer.resize_clean,
     })
+
+
+def forget(peer: Any) -> None:
+    """The connection ended: a resize round in progress is over (the handshake of the
+    next one compares sizes afresh); a command waiting for its answer goes on."""
+    peer.peer_offer = peer.peer_size = 0
+    peer.resize_pending = peer.resize_clean = False
+    if peer.sizes_answered is not None:
+        peer.sizes_answered.set()
+        peer.sizes_answered = None
 
 
 async def on_sizes(peer: Any, b: dict) -> None:
@@ -136,8 +157,8 @@ async def on_sizes(peer: Any, b: dict) -> None:
         if outcome == "grew":
             peer.resize_pending = True
     if ask or outcome != "unchanged":
-        send_sizes(peer, ask=False)
-    if not ask and peer.sizes_answered is not None:
+        send_sizes(peer, answer=ask)
+    if b.get("answer") and peer.sizes_answered is not None:
         peer.sizes_answered.set()
     resync_after_grow(peer)
 
@@ -218,7 +239,10 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
         return ERR_RESIZE_RESYNC
     if res.state.role == Role.Secondary and res.state.peer == Role.Secondary:
         return ERR_NO_PRIMARY
-    if "al-stripes" in opts or "al-stripe-size-kB" in opts:
+    sb = dev.md.sb
+    if (str(opts.get("al-stripes", sb.al_stripes)) != str(sb.al_stripes) or
+            str(opts.get("al-stripe-size-kB", sb.al_stripe_size_4k * 4))
+            != str(sb.al_stripe_size_4k * 4)):
         return ERR_INVALID_REQUEST[0], "udrbd does not change the activity log's layout"
     try:
         user = disk_options({"size": opts["size"]})["size"] * 512 if "size" in opts else 0
@@ -228,7 +252,7 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
     peer = res.peer
     connected = peer is not None and res.state.conn == Conn.Connected
     if connected:
-        offer = peer.peer_offer
+        offer = peer.peer_offer if res.state.pdsk >= Disk.Inconsistent else 0
     elif forced:
         dev.log.device("Resize while not connected was forced by the user!")
         offer = 1 << 62                   # the peer will have whatever we have
@@ -248,7 +272,5 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
         answered = peer.sizes_answered = trio.Event()
         send_sizes(peer, ask=True)
         with trio.move_on_after(REPLY_TIMEOUT):
-            while not answered.is_set() and res.state.conn == Conn.Connected:
-                with trio.move_on_after(0.2):
-                    await answered.wait()
+            await answered.wait()             # (set too when the connection ends)
     return None

@@ -184,6 +184,12 @@ def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
         for n in c.nodes:
             n.drbdadm("down", "r0")
         assert data_area_digest(n1, full >> 10) == data_area_digest(n2, full >> 10)
+        c.config.write_text(c.config.read_text().replace("syncer { rate 100M; }",
+                                                         "disk { size 40M; }"))
+        r = n1.drbdadm("up", "r0", check=False)           # as 8.4: data would be cut off
+        assert r.returncode == 10
+        assert "(111) Low.dev. smaller than requested DRBD-dev. size." in r.stderr
+        assert any("refusing to truncate a consistent device" in m for m in n1.log_messages())
     finally:
         c.cleanup()
 

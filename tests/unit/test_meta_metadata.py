@@ -263,13 +263,14 @@ def test_relocate_refuses_a_disk_that_shrank_under_its_meta_data(disk):
 def test_a_superblock_image_made_before_a_move_is_written_as_the_moved_one(disk):
     with Metadata.open(disk) as md:
         md.attach()
-        stale = md.superblock_image()
-        os.truncate(disk, 250 * MiB)
+        moves, stale = md.moves, md.superblock_image()     # the daemon's writer packed it
+        os.truncate(disk, 220 * MiB)                       # (offsets and md size unchanged)
         layout = md.layout_for_current_size()
-        md.relocate(layout, md.bitmap.resized(md.max_data_bytes(layout)), md.sb.la_size_sect)
-        md.write_superblock_image(stale)                   # the daemon's writer, late
+        grown = md.max_data_bytes(layout)
+        md.relocate(layout, md.bitmap.resized(grown), grown // 512)
+        md.write_superblock_image(stale, moves)            # ... and writes it now
     with Metadata.open(disk) as again:
-        assert again.layout == layout
+        assert again.layout == layout and again.sb.la_size_sect == grown // 512
 
 
 def test_a_crash_while_the_meta_data_moves_means_a_full_sync_not_lost_bits(disk):
