@@ -27,6 +27,10 @@ ERR_MD_INVALID = (119, "No valid meta-data signature found.\n\n"
 ERR_LOCAL_ADDR = (102, "Local address(port) already in use.")
 ERR_AUTH_ALG = (120, "The 'cram-hmac-alg' you specified is not known in the kernel. "
                      "(Maybe you need to modprobe it, or modprobe hmac?)")
+ERR_CSUMS_ALG = (144, "The 'csums-alg' you specified is not known in the kernel. "
+                      "(Maybe you need to modprobe it, or modprobe hmac?)")
+ERR_VERIFY_ALG = (146, "The 'verify-alg' you specified is not known in the kernel. "
+                       "(Maybe you need to modprobe it, or modprobe hmac?)")
 ERR_DISK_CONFIGURED = (124, "Device is attached to a disk (use detach first)")
 ERR_NET_CONFIGURED = (125, "Device has a net-config (use disconnect first)")
 ERR_MINOR_INVALID = (127, "Device minor not allocated")
@@ -265,8 +269,8 @@ async def _connect(daemon: Any, args: dict) -> Reply:
         Endpoint.parse(str(args["local"])), Endpoint.parse(str(args["peer"]))
     except (OptionError, ValueError) as e:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
-    if not _known_auth_alg(opts):
-        return failure(daemon.name, ERR_AUTH_ALG)
+    if unknown := _unknown_alg(opts):
+        return failure(daemon.name, unknown)
     if opts["allow-two-primaries"] and opts["protocol"] != "C":
         return failure(daemon.name, ERR_NOT_PROTO_C)
     if given.get("discard-my-data") and res.state.role == Role.Primary:
@@ -309,8 +313,8 @@ async def _net_options(daemon: Any, args: dict) -> Reply:
         opts = net_options(merged)
     except OptionError as e:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
-    if not _known_auth_alg(opts):
-        return failure(daemon.name, ERR_AUTH_ALG)
+    if unknown := _unknown_alg(opts):
+        return failure(daemon.name, unknown)
     if opts["allow-two-primaries"] and opts["protocol"] != "C":
         return failure(daemon.name, ERR_NOT_PROTO_C)
     both_primary = res.state.role == Role.Primary and res.state.peer == Role.Primary
@@ -334,12 +338,21 @@ async def _net_options(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
-def _known_auth_alg(opts: dict) -> bool:
+def _unknown_alg(opts: dict) -> tuple[int, str] | None:
+    """The error for a cram-hmac-alg, csums-alg or verify-alg this node cannot compute."""
     import hashlib
+
+    from replicator.resync import known_digest
     try:
-        return not opts["cram-hmac-alg"] or bool(hashlib.new(opts["cram-hmac-alg"]))
+        if opts["cram-hmac-alg"]:
+            hashlib.new(opts["cram-hmac-alg"])
     except ValueError:
-        return False
+        return ERR_AUTH_ALG
+    if not known_digest(opts["csums-alg"]):
+        return ERR_CSUMS_ALG
+    if not known_digest(opts["verify-alg"]):
+        return ERR_VERIFY_ALG
+    return None
 
 
 async def _run_peer(daemon: Any, peer: Any) -> None:

@@ -20,7 +20,7 @@ import trio
 
 from replicator import handlers, rs_controller
 from replicator import uuids as U
-from replicator.protocol import Msg, ProtocolError
+from replicator.protocol import Msg, ProtocolError, payload_crc
 from replicator.states import Conn, Disk
 
 BITMAP_CHUNK = 512 << 10          # raw bitmap bytes per BITMAP frame
@@ -42,7 +42,20 @@ def done_line(what: str, elapsed_s: float, paused_s: float, bits: int) -> str:
 
 
 def digest(alg: str, data: bytes | memoryview) -> bytes:
+    """``csums-alg``/``verify-alg``: a hashlib algorithm, or the kernel's crc32c/crc32."""
+    if alg == "crc32c":
+        return payload_crc(data).to_bytes(4, "little")
+    if alg == "crc32":
+        return zlib.crc32(data).to_bytes(4, "little")
     return hashlib.new(alg, data).digest()
+
+
+def known_digest(alg: str) -> bool:
+    """Whether ``digest`` knows ``alg`` (an empty one: none configured)."""
+    try:
+        return not alg or bool(digest(alg, b""))
+    except ValueError:
+        return False
 
 
 class _DiskGone(Exception):

@@ -13,7 +13,7 @@ SLOW = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
                                 "common {{ disk {{ c-plan-ahead 0; resync-rate 8M; }} "
                                 "net {{ verify-alg sha1; }} }}")
 VERIFY = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
-                                  "common {{ syncer {{ rate 100M; verify-alg sha1; }} }}")
+                                  "common {{ syncer {{ rate 100M; verify-alg crc32c; }} }}")
 
 
 def up_connected(c: Cluster) -> None:
@@ -81,6 +81,9 @@ def test_verify_needs_an_algorithm(tmp_path: Path):
         r = c.node1.drbdadm("verify", "r0", check=False)
         assert r.returncode == 11
         assert "(-14) Need a verify algorithm to start online verify" in r.stderr
+        r = c.node1.drbdadm("net-options", "--verify-alg=nosuch", "r0", check=False)
+        assert r.returncode == 10
+        assert "r0: Failure: (146) The 'verify-alg' you specified is not known" in r.stderr
     finally:
         c.cleanup()
 
