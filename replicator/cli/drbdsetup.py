@@ -21,7 +21,6 @@ drbdsetup knows no configuration file: drbdadm turns drbd.conf into these calls.
 """
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
@@ -111,17 +110,14 @@ def _resource_or_fail(res: str) -> int:
 
 def _clean_up_after(res: str) -> None:
     """What a daemon killed with -9 left behind: its FUSE mount (the server is gone, so
-    every access fails with ENOTCONN), its /proc part, socket, pid and device records."""
+    every access fails with ENOTCONN, though a stat may still answer from the kernel's
+    attribute cache for a while), its /proc part, socket, pid and device records."""
     from fuseblk.mount import unmount
     from replicator import procfile
     record = rundir.device_record(res)
     if record is not None:
         minor, device = record
-        try:
-            os.stat(device)
-        except OSError as e:
-            if e.errno == errno.ENOTCONN:
-                unmount(device)
+        unmount(device)                   # (only if a FUSE mount is there)
         procfile.publish(None, None, old_minor=minor)
     for path in (rundir.socket_path(res), rundir.device_record_path(res),
                  rundir.pid_path(res)):

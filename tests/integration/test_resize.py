@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from fuseblk.mount import is_fuse_mount
 from tests.integration.loopdev import loop_device
 from tests.integration.test_durability import Writer, fail_over_to_node2, verify_on
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
@@ -229,5 +231,24 @@ def test_writes_during_the_resize_all_reach_both_disks(tmp_path: Path):
         rewritten = set(after.acked)
         assert verify_on(n2, before.seed, [o for o in before.acked if o not in rewritten]) == []
         assert verify_on(n2, after.seed, after.acked) == []
+    finally:
+        c.cleanup()
+
+
+def test_kill_9_right_after_a_resize_then_down_and_up_at_once(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1 = c.node1
+        n1.drbdadm("--", "--size=40M", "resize", "r0")
+        os.kill(n1.pids()[0], signal.SIGKILL)    # and down at once, while it is exiting
+        for _ in range(500):
+            if "cleaned up after it" in n1.drbdadm("down", "r0", check=False).stderr:
+                break
+            time.sleep(0.01)
+        assert not is_fuse_mount(str(n1.device))
+        n1.drbdadm("up", "r0")
+        c.node2.wait_for(in_sync, what="back in sync")
     finally:
         c.cleanup()
