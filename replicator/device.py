@@ -59,6 +59,7 @@ class Device:
         if 0 < self.user_size < self._size:
             self._size = self.user_size
             md.sb.la_size_sect = self.user_size // 512
+        self.drop_bits_beyond_size()
         self.disk_opts = options
         self.fencing = options["fencing"]
         # a Primary that never saw its peer again before going down ("degraded" reboot)
@@ -378,10 +379,22 @@ class Device:
             self.save_superblock()
         return ""
 
+    def mark_all_out_of_sync(self) -> None:
+        """Every block of the device out of sync (a full sync)."""
+        self.bitmap.set_range(0, self._size)
+
+    def drop_bits_beyond_size(self) -> None:
+        """Bits past the device's size (the disk offers more than the device shows: a
+        smaller peer, --size) mean nothing: no resync may count or move them."""
+        first = -(-self._size // 4096)
+        self.bitmap.clear_bits(first, self.bitmap.nbits - first)
+
     def set_size(self, size: int) -> None:
-        """An online resize changed the size: the device file and its loop devices show it."""
+        """The size changed (resize, a new agreement): the device file and its loop
+        devices show it."""
         from replicator import resize
         self._size = size
+        self.drop_bits_beyond_size()
         res = self.resource
         if res.nursery is not None and res.device_path and self.fuse_scope is not None:
             res.nursery.start_soon(resize.expose, self, res.device_path)

@@ -470,7 +470,7 @@ class Peer:
         self._refuse_two_primaries(Role(p["role"]))     # (after a demote we are Secondary)
         dev.handshake_done()
         if decision.full_sync:
-            dev.bitmap.set_all()
+            dev.mark_all_out_of_sync()
         if action == "connected":
             res.change("device", hard=True, peer=Role(p["role"]), conn=Conn.Connected,
                        pdsk=peer_disk)

@@ -227,8 +227,7 @@ class Resync:
 
     def _clear_beyond_size(self) -> None:
         """Bits past the agreed size (this disk is larger than the peer's) mean nothing."""
-        bm, first = self.dev.bitmap, -(-self.dev.size() // 4096)
-        bm.clear_bits(first, bm.nbits - first)
+        self.dev.drop_bits_beyond_size()
 
     async def _disk_io(self, where: str, call: Any, *args: Any) -> Any:
         """A backing disk read or write for the resync; a failing disk ends the resync."""
@@ -253,6 +252,7 @@ class Resync:
 
     def _begin_common(self) -> None:
         self.started = time.monotonic()
+        self._clear_beyond_size()             # (the peer's bitmap may cover more)
         self.total_bits = self.dev.bitmap.count()
         self.marks = [(self.started, self.total_bits)]
         s = self.res.state
@@ -442,7 +442,7 @@ def start_sync(peer: Any, source: bool, full: bool, tell_peer: bool,
     """
     res = peer.res
     if full:
-        peer.dev.bitmap.set_all()
+        peer.dev.mark_all_out_of_sync()
     if tell_peer:
         peer.send(Msg.STATE_REQ, {"what": "start-sync", "full": full, "starting": starting,
                                   "you": "target" if source else "source"})

@@ -53,7 +53,7 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
         return state_failure(obj, -8, "Can not start OV/resync since it is already active")
     if res.state.conn != Conn.StandAlone or res.state.role != Role.Secondary:
         return state_failure(obj, *NEED_CONNECTION)      # 8.4 asks for StartingSyncT
-    res.device.bitmap.set_all()
+    res.device.mark_all_out_of_sync()
     res.change("device", disk=Disk.Inconsistent)
     return ok()
 

@@ -147,6 +147,11 @@ def test_resize_refusals_and_growing_alone(tmp_path: Path):
             sized(n, shrunk)
         assert any(f"Peer sets u_size to {shrunk // 512} sectors" in m
                    for m in n2.log_messages())
+        n1.drbdadm("invalidate-remote", "r0")                # a full sync: of the device only
+        for n in c.nodes:
+            sized(n, shrunk)
+        assert f"Began resync as SyncSource (will sync {shrunk >> 10} KB" in \
+            [m for m in n1.log_messages() if "Began resync" in m][-1]
         n2.drbdadm("--", "--size=1G", "resize", "r0")        # too big: as big as it gets
         assert any("Requested disk size is too big" in m for m in n2.log_messages())
         for n in c.nodes:
