@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from meta import dumpmd, gi
+from meta import dumpmd, gi, lkbd
 from meta.backing import BackingDevice, DeviceBusy, DeviceError
 from meta.detect import SO_MUCH, detect
 from meta.layout import (FLEX_EXTERNAL, INTERNAL, MAX_AL_4K, MIN_MD_DEVICE_BYTES,
@@ -278,6 +278,38 @@ class Tool:
                 f"({md.layout.max_data_sect})!\n")
             md.sb.la_size_sect = md.layout.max_data_sect
 
+    # -- a disk grown under its internal meta data (meta.lkbd) ----------------------------
+    def minor_number(self) -> int | None:
+        m = self.minor.removeprefix("/dev/drbd")
+        return int(m) if m.isdigit() else None
+
+    def remember_size(self) -> None:
+        if self.index == INTERNAL and self.dev is not None and not self.stale:
+            lkbd.record(self.minor_number(), self.device, self.dev.size)
+
+    def move_if_grown(self) -> None:
+        """The disk grew since its internal meta data was last seen at its end (a crash
+        before ``resize`` moved it, or grown while down): apply its activity log where it
+        is, then move it to the new end."""
+        if self.index != INTERNAL:
+            return
+        dev = self.open(True)
+        if Metadata.probe(dev, self.index)[0] is not None:
+            return
+        last = lkbd.last_size(self.minor_number(), self.device)
+        found = Metadata.find_at_size(dev, last) if last else None
+        if found is None:
+            return
+        md = Metadata(dev, found[1], found[0], dev)
+        res = md.apply_al()
+        for line in res.messages:
+            err(line + "\n")
+        if res.rc:
+            raise Exit(res.rc)
+        md.move_to_end()
+        err(f"'{self.device}' grew from {last} to {dev.size} bytes since its meta data was "
+            "last seen: moved it from there to the new end\n")
+
     # -- commands ------------------------------------------------------------------------
     def cmd_get_gi(self, args: list[str]) -> int:
         md = self.metadata(quiet_invalid=True)
@@ -331,10 +363,13 @@ class Tool:
         return 0
 
     def cmd_apply_al(self, args: list[str]) -> int:
+        self.move_if_grown()
         md = self.metadata(modifies=True)
         res = md.apply_al()
         for line in res.messages:
             err(line + "\n")
+        if res.rc == 0:
+            self.remember_size()
         return res.rc
 
     def cmd_outdate(self, args: list[str]) -> int:
@@ -392,8 +427,10 @@ class Tool:
 
     def cmd_check_resize(self, args: list[str]) -> int:
         dev = self.open(True)
+        self.move_if_grown()
         sb, _, why = Metadata.probe(dev, self.index)
         if sb is not None:
+            self.remember_size()
             return 0
         if self.index != INTERNAL:
             err("Operation only supported for >= v8 internal meta data\n")
@@ -509,6 +546,7 @@ class Tool:
             "to all zero\n")
         out("Writing meta data...\n")
         md.write_fresh()
+        self.remember_size()
         out("New drbd meta data block successfully created.\n")
         return 0
 

@@ -359,6 +359,34 @@ class Metadata:
         except LayoutError as e:
             raise MetadataError(f"'{self.path}': {e}") from None
 
+    @staticmethod
+    def find_at_size(mddev: BackingDevice, last_size: int) -> tuple[Superblock, MetaLayout] | None:
+        """Internal meta data where a disk of ``last_size`` bytes kept it (the disk has
+        grown since, see meta.lkbd), or None."""
+        if not 0 < last_size < mddev.size:
+            return None
+        try:
+            layout = compute_layout(last_size, INTERNAL)
+            sb = Superblock.unpack(mddev.pread(4096, layout.md_offset))
+            check_magic(sb)
+            layout = compute_layout(last_size, INTERNAL, sb.al_stripes, sb.al_stripe_size_4k)
+            validate(sb, layout)
+        except (SuperblockError, LayoutError, DeviceError):
+            return None
+        return sb, layout
+
+    def move_to_end(self) -> MetaLayout:
+        """Move internal meta data found by ``find_at_size`` (its activity log applied)
+        to the end of the grown disk; the device keeps its last agreed size (it grows
+        at the next connect or resize). Returns the new layout."""
+        self.load_bitmap()
+        layout = compute_layout(self.mddev.size, INTERNAL, self.sb.al_stripes,
+                                self.sb.al_stripe_size_4k)
+        self.relocate(layout, self.bitmap.resized(self.max_data_bytes(layout)),
+                      self.sb.la_size_sect)
+        self.bitmap = None
+        return layout
+
     def max_data_bytes(self, layout: MetaLayout) -> int:
         """The data size the backing device offers with the meta data in ``layout``."""
         backing = self.backing.size if self.backing is not None else layout.md_dev_bytes

@@ -19,6 +19,7 @@ import trio
 
 from fuseblk._lowlevel import wait_polling
 from meta.activity_log import ActivityLogBusy
+from meta import lkbd
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata, ppsize
 from meta.superblock import MDF
@@ -561,6 +562,8 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         raise AttachError(*ERR_MD_INVALID, str(e)) from None
     for note in notes:
         res.log.device(note)
+    if spec.is_internal:                     # where its meta data is (a crash before a
+        lkbd.record(res.minor, disk, md.mddev.size)     # resize moves it: meta.lkbd)
     if md.sb.has(MDF.CONSISTENT) and 0 < disk_opts["size"] < md.sb.la_size_sect:
         res.log.device("refusing to truncate a consistent device")    # (8.4's attach)
         md.detach()

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from meta import lkbd
 from meta.metadata import MetadataError, ppsize
 from replicator.protocol import Msg
 from replicator.states import Conn, Disk, Role
@@ -103,6 +104,8 @@ async def determine(dev: Any, peer_offer: int, user: int, clean: bool,
                 dev.io_error("meta data write",
                              e if isinstance(e, OSError) else OSError(str(e)), meta=True)
                 raise ResizeError(ERR_IO_MD_DISK) from None
+            if layout.is_internal:
+                lkbd.record(dev.resource.minor, dev.backing_path, md.mddev.size)
             if size == old:
                 return "unchanged"
             dev.set_size(size)                # ... and so does what follows it

@@ -16,6 +16,9 @@ _before: leaks.Snapshot | None = None
 def pytest_sessionstart(session: pytest.Session) -> None:
     global _before
     _before = leaks.snapshot()
+    # the tools' state (meta.lkbd) goes to a directory of the run, never /var/lib/drbd
+    state = session.config._tmp_path_factory.mktemp("udrbd-state")  # type: ignore[attr-defined]
+    os.environ["UDRBD_STATE_DIR"] = str(state)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -38,7 +38,7 @@ class Node:
         self.base.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
         self.env = {**os.environ, "__DRBD_NODE__": self.name, "UDRBD_RUN_DIR": str(self.run_dir),
-                    "UDRBD_CONFIG": str(self.config)}
+                    "UDRBD_STATE_DIR": str(self.run_dir), "UDRBD_CONFIG": str(self.config)}
 
     @property
     def run_dir(self) -> Path:

@@ -257,3 +257,27 @@ def test_kill_9_right_after_a_resize_then_down_and_up_at_once(tmp_path: Path):
         c.node2.wait_for(in_sync, what="back in sync")
     finally:
         c.cleanup()
+
+
+def test_a_node_that_crashed_between_the_grow_and_the_resize_comes_back(tmp_path: Path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        grow_disks(c, 96 * MiB)
+        n2.kill9()                               # its metadata still at the old end
+        n2.drbdadm("down", "r0")
+        r = n2.drbdadm("up", "r0")               # apply-al finds it (last known size)
+        assert "moved it from there to the new end" in r.stderr
+        n2.wait_for(in_sync, what="back in sync")
+        n1.drbdadm("resize", "r0")
+        new = n1.snapshot()["size_kib"] * 1024
+        assert new > 90 * MiB
+        for n in c.nodes:
+            sized(n, new)
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
+    finally:
+        c.cleanup()

@@ -242,3 +242,31 @@ def test_damaged_superblock_is_refused_and_readable_only_with_force(img):
     rc, out, err = md(img, "invalidate", force=True)
     assert rc == 1 and "superblock padding is not zero" in err
     assert open(img, "rb").read() == before     # nothing written
+
+
+def test_a_disk_grown_under_its_meta_data_is_found_at_its_last_known_size(img, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("UDRBD_STATE_DIR", str(tmp_path / "state"))
+    assert md(img, "create-md")[0] == 0                    # records the size (lkbd)
+    os.truncate(img, 140 * MiB)
+    rc, _, stderr = md(img, "apply-al")                    # the first step of `up`
+    assert rc == 0
+    assert (f"'{img}' grew from {100 * MiB} to {140 * MiB} bytes since its meta data was "
+            "last seen: moved it from there to the new end") in stderr
+    with Metadata.open(img) as found:
+        assert found.layout == compute_layout(140 * MiB)
+        assert found.sb.la_size_sect == 0 and found.sb.is_clean
+    os.truncate(img, 180 * MiB)                            # now check-resize does it
+    assert md(img, "check-resize")[0] == 0
+    with Metadata.open(img) as again:
+        assert again.layout == compute_layout(180 * MiB)
+
+
+def test_without_a_last_known_size_a_grown_disk_has_no_meta_data(img, tmp_path, monkeypatch):
+    monkeypatch.setenv("UDRBD_STATE_DIR", str(tmp_path / "state"))
+    md(img, "create-md")
+    (tmp_path / "state" / "drbd-minor-0.lkbd").unlink()
+    os.truncate(img, 140 * MiB)
+    rc, _, stderr = md(img, "check-resize")
+    assert rc == 1 and "no suitable meta data found :(" in stderr
+    assert md(img, "apply-al")[0] == 1
