@@ -182,6 +182,10 @@ async def _running_config(daemon: Any, args: dict) -> Reply:
     dev = res.device
     disk = None if dev is None else {k: dev.attach_args[k] for k in
                                      ("disk", "meta_disk", "meta_index", "given")}
+    if disk is not None:                       # the size as resize last set it
+        given = {k: v for k, v in disk["given"].items() if k != "size"}
+        disk["given"] = {**given, **({"size": f"{dev.user_size // 512}s"}
+                                     if dev.user_size else {})}
     net = None if res.net is None else {"local": res.net["_local"], "peer": res.net["_peer"],
                                         "given": dict(getattr(res, "net_given", {}))}
     return {**ok(), "minor": res.minor, "disk": disk, "net": net}

@@ -298,9 +298,16 @@ def adjust_steps(p: Planner, res: Resource, running: dict) -> list[Step]:
         steps += p.attach(res)
     elif [disk["disk"], disk["meta_disk"], str(disk["meta_index"])] != attach[0].argv[2:5]:
         steps += [detach, *p.attach(res)]
-    elif not _same_options(disk_options, disk["given"], _given(attach[0].argv[5:])):
-        steps.append(Step("drbdsetup", ["disk-options", str(vol.minor), "--set-defaults",
-                                        *attach[0].argv[5:]]))
+    else:
+        wanted = [w for w in attach[0].argv[5:] if not w.startswith("--size=")]
+        running_opts = {k: v for k, v in disk["given"].items() if k != "size"}
+        if not _same_options(disk_options, running_opts, _given(wanted)):
+            steps.append(Step("drbdsetup", ["disk-options", str(vol.minor), "--set-defaults",
+                                            *wanted]))
+        size = [w for w in attach[0].argv[5:] if w.startswith("--size=")]
+        if not _same_options(disk_options, {"size": disk["given"].get("size", 0)},
+                             _given(size)):              # (8.4: a resize, not an option)
+            steps.append(Step("drbdsetup", ["resize", str(vol.minor), *size]))
     net, connect = running.get("net"), p.connect(res)
     disconnect = Step("drbdsetup", ["disconnect", res.name])
     if not connect:

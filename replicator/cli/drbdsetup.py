@@ -199,6 +199,8 @@ def cmd_attach(args: list[str], opts: dict) -> int:
 
 def cmd_disk_options(args: list[str], opts: dict) -> int:
     _need(args, 1, "disk-options MINOR [--set-defaults] [options]")
+    if "size" in opts:                        # a disk's size changes by resize only
+        raise UsageError("drbdsetup disk-options: unrecognized option '--size'")
     minor, res = _minor_target(args[0])
     if res is None:
         return _minor_not_allocated(minor)

@@ -281,3 +281,24 @@ def test_a_node_that_crashed_between_the_grow_and_the_resize_comes_back(tmp_path
         assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
     finally:
         c.cleanup()
+
+
+def test_adjust_resizes_to_a_changed_disk_size(tmp_path: Path):
+    text = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
+                                    "common {{ syncer {{ rate 100M; }} disk {{ size 40M; }} }}")
+    c = Cluster(tmp_path, size="64M", conf_template=text)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        c.config.write_text(c.config.read_text().replace("size 40M;", "size 48M;"))
+        assert n1.drbdadm("-d", "adjust", "r0").stdout.splitlines()[-1].endswith(
+            "drbdsetup resize 0 --size=48M")
+        n1.drbdadm("adjust", "r0")
+        for n in c.nodes:
+            sized(n, 48 * MiB)
+        assert n1.drbdadm("-d", "adjust", "r0").stdout == ""
+        r = n1.drbdsetup("disk-options", "0", "--size=30M", check=False)
+        assert r.returncode == 20 and "unrecognized option '--size'" in r.stderr
+    finally:
+        c.cleanup()

@@ -98,3 +98,14 @@ def test_sections_gone_from_the_configuration_are_taken_down(tmp_path: Path):
     conf = CONF.replace("disk /dev/sdb1; address 127.0.0.1:7788;",
                         "disk none; address 127.0.0.1:7788;")
     assert plan(tmp_path, MATCHING, conf) == ["drbdsetup detach 0"]
+
+
+def test_a_changed_disk_size_is_a_resize_not_a_disk_option(tmp_path: Path):
+    sized = CONF.replace("disk { resync-rate 10M; }", "disk { resync-rate 10M; size 300M; }")
+    assert plan(tmp_path, MATCHING, sized) == ["drbdsetup resize 0 --size=300M"]
+    running = with_(disk__given={"resync-rate": "10240", "size": f"{300 << 11}s"})
+    assert plan(tmp_path, running, sized) == []             # the same size, in sectors
+    assert plan(tmp_path, running) == ["drbdsetup resize 0"]  # taken out: the cap goes
+    assert plan(tmp_path, with_(disk__given={"size": "100M"}), sized) == [
+        "drbdsetup disk-options 0 --set-defaults --resync-rate=10M",
+        "drbdsetup resize 0 --size=300M"]
