@@ -397,6 +397,7 @@ class Device:
         self._size = size
         self.drop_bits_beyond_size()
         res = self.resource
+        res.notify("size", {"size": size})      # /proc, events2 and drbdmon show it
         if res.nursery is not None and res.device_path and self.fuse_scope is not None:
             res.nursery.start_soon(resize.expose, self, res.device_path)
 

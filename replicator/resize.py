@@ -234,6 +234,10 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
     returns the failure (code, text) or None. Waits for the peer's answer."""
     from replicator.commands import ERR_INVALID_REQUEST, ERR_NO_DISK
     from replicator.settings import OptionError, disk_options
+    try:
+        user = disk_options({"size": opts["size"]})["size"] * 512 if "size" in opts else 0
+    except OptionError as e:
+        return ERR_INVALID_REQUEST[0], str(e)
     res = daemon.resource
     dev = res.device
     if dev is None or dev.failed or res.state.disk < Disk.Inconsistent:
@@ -247,10 +251,6 @@ async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
             str(opts.get("al-stripe-size-kB", sb.al_stripe_size_4k * 4))
             != str(sb.al_stripe_size_4k * 4)):
         return ERR_INVALID_REQUEST[0], "udrbd does not change the activity log's layout"
-    try:
-        user = disk_options({"size": opts["size"]})["size"] * 512 if "size" in opts else 0
-    except OptionError as e:
-        return ERR_INVALID_REQUEST[0], str(e)
     clean, forced = bool(opts.get("assume-clean")), bool(opts.get("assume-peer-has-space"))
     peer = res.peer
     connected = peer is not None and res.state.conn == Conn.Connected
