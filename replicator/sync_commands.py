@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from meta import lkbd
 from replicator import resize, resync, verify
 from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
@@ -94,6 +95,19 @@ async def _resize(daemon: Any, args: dict) -> Reply:
         return err
     refused = await resize.command(daemon, obj, args.get("options") or {})
     return failure(obj, refused) if refused else ok()
+
+
+@handler("check-resize")
+async def _check_resize(daemon: Any, args: dict) -> Reply:
+    """8.4's ``drbdsetup check-resize``: remember the backing disk's size now (meta.lkbd),
+    where a later ``apply-al`` looks for internal metadata a grown disk left behind."""
+    obj, res, err = _target(daemon, args)
+    if err:
+        return err
+    dev = res.device
+    if dev.md.layout.is_internal:
+        lkbd.record(res.minor, dev.backing_path, dev.md.mddev.size)
+    return ok()
 
 
 @handler("pause-sync")

@@ -30,6 +30,7 @@ COMMANDS:
  secondary  adjust
  role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate  resize
+ check-resize
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
 """
@@ -349,6 +350,12 @@ def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps([Step("drbdsetup", ["disconnect", res.name])], inv.dry_run)
 
 
+def do_resize(p: Planner, res: Resource, inv: Invocation) -> int:
+    """resize (and check-resize, the same in drbdadm-84): then remember the disk's size."""
+    steps = p.minor_steps(res, "resize", inv.backend) + p.minor_steps(res, "check-resize")
+    return run_steps(steps, inv.dry_run)
+
+
 def do_primary(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps(p.minor_steps(res, "primary", inv.backend), inv.dry_run)
 
@@ -539,7 +546,8 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "wait-connect": do_wait_connect,
     "invalidate": online_or_meta("invalidate"),
     "invalidate-remote": minor_cmd("invalidate-remote"),
-    "resize": minor_cmd("resize"),
+    "resize": do_resize,
+    "check-resize": do_resize,
     "pause-sync": minor_cmd("pause-sync"),
     "resume-sync": minor_cmd("resume-sync"),
     "verify": minor_cmd("verify"),

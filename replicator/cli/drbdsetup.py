@@ -10,6 +10,7 @@
     drbdsetup net-options RES | LOCAL_ADDR PEER_ADDR [--set-defaults] [--net-option=VALUE ...]
     drbdsetup primary MINOR [--force|--overwrite-data-of-peer]
     drbdsetup resize MINOR [--size=N] [--assume-peer-has-space] [--assume-clean]
+    drbdsetup check-resize MINOR                         (records the disk's size: meta.lkbd)
     drbdsetup secondary MINOR
     drbdsetup down RES
     drbdsetup status [RES|all] [--verbose] [--statistics]
@@ -495,6 +496,7 @@ COMMANDS = {
     "invalidate": cmd_minor_simple("invalidate"),
     "invalidate-remote": cmd_minor_simple("invalidate-remote"),
     "resize": cmd_resize,
+    "check-resize": cmd_minor_simple("check-resize"),
     "pause-sync": cmd_minor_simple("pause-sync"),
     "resume-sync": cmd_minor_simple("resume-sync"),
     "verify": cmd_minor_simple("verify"),
@@ -522,7 +524,7 @@ OPTIONS: dict[str, set[str]] = {
     "primary": {"force", "overwrite-data-of-peer"}, "secondary": set(),
     "invalidate": set(), "invalidate-remote": set(), "pause-sync": set(),
     "resize": {"size", "assume-peer-has-space", "assume-clean", "al-stripes",
-               "al-stripe-size-kB"},
+               "al-stripe-size-kB"}, "check-resize": set(),
     "resume-sync": set(), "verify": set(), "outdate": set(),
     "new-current-uuid": {"clear-bitmap"}, "disconnect": {"force"}, "down": set(),
     "status": {"verbose", "statistics"}, "events2": {"now", "statistics", "timestamps", "full"},

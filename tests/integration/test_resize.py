@@ -55,6 +55,8 @@ def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Pat
             for n in c.nodes:
                 sized(n, new)
                 assert os.stat(n.device).st_size == new
+                assert (n.run_dir / "drbd-minor-0.lkbd").read_text() == \
+                    f"{96 * MiB}\t{n.disk}\n"                   # where its metadata is now
             assert loop_size(loop) == new
             for line in ("Resync of new storage after online grow",
                          f"Began resync as SyncSource (will sync {(new - old) >> 10} KB"):
@@ -204,8 +206,10 @@ def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
 def test_drbdadm_resize_dry_run_is_drbdadm_84s(tmp_path: Path):
     c = Cluster(tmp_path, size="64M")
     try:
-        r = c.node1.drbdadm("-d", "--", "--assume-clean", "resize", "r0")
-        assert r.stdout.splitlines()[-1].endswith("drbdsetup resize 0 --assume-clean")
+        for cmd in ("resize", "check-resize"):           # the same in drbdadm-84
+            r = c.node1.drbdadm("-d", "--", "--assume-clean", cmd, "r0")
+            assert [line.split("drbdsetup ")[-1] for line in r.stdout.splitlines()] == [
+                "resize 0 --assume-clean", "check-resize 0"]
     finally:
         c.cleanup()
 
