@@ -422,6 +422,8 @@ class Tool:
         out("Wiping meta data...\n")
         dev.pwrite(bytes(4096), layout.md_offset)
         dev.fsync()
+        if self.index == INTERNAL:            # nothing to find at a last known size either
+            lkbd.forget(self.minor_number(), self.device)
         out("DRBD meta data block successfully wiped out.\n")
         return 0
 

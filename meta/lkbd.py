@@ -52,3 +52,12 @@ def last_size(minor: int | None, device: str) -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def forget(minor: int | None, device: str) -> None:
+    """Drop the record for ``device`` (its meta data was wiped)."""
+    if last_size(minor, device) is not None:
+        try:
+            os.unlink(path(minor))  # type: ignore[arg-type]
+        except OSError:
+            pass

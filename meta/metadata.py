@@ -402,6 +402,7 @@ class Metadata:
         if layout.is_internal and layout.md_offset < self.layout.md_offset:
             raise MetadataError(f"'{self.path}': the backing device shrank under its "
                                 f"internal meta data")
+        old_sb = self.layout.md_offset
         sb = self.sb
         with self._io_lock:
             self.moves += 1
@@ -422,6 +423,12 @@ class Metadata:
         with self._io_lock:
             bitmap.flush(self.mddev, layout.bm_offset, everything=True)
             self.write_superblock()
+        if layout.is_internal and layout.md_offset != old_sb:
+            # the copy left behind is valid-looking; wiped, it can never be taken for the
+            # meta data (by meta.lkbd after a stale record, or on a disk shrunk back). It
+            # lies past the device's size still: no data of the user's is there yet.
+            self.mddev.pwrite(bytes(4096), old_sb)
+            self.mddev.fdatasync()
 
     # -- activity log ----------------------------------------------------------------------
     def read_al(self) -> bytes:

@@ -564,7 +564,7 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     for note in notes:
         res.log.device(note)
     if spec.is_internal:                     # where its meta data is (a crash before a
-        lkbd.record(res.minor, disk, md.mddev.size)     # resize moves it: meta.lkbd)
+        lkbd.record(res.minor, disk, md.layout.md_dev_bytes)    # resize moves it: lkbd)
     if md.sb.has(MDF.CONSISTENT) and 0 < disk_opts["size"] < md.sb.la_size_sect:
         res.log.device("refusing to truncate a consistent device")    # (8.4's attach)
         md.detach()

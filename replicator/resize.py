@@ -80,9 +80,9 @@ async def determine(dev: Any, peer_offer: int, user: int, clean: bool,
         offer = md.max_data_bytes(layout)
         old = dev.size()
         size, complaint = new_dev_size(offer, peer_offer, old, user)
+        if size < old and connecting:         # never at connect (8.4: the handshake
+            return "unchanged"                # finds the peer too small)
         if size < old and not user:
-            if connecting:
-                return "unchanged"
             log.device(f"Implicit shrink not allowed. Use --size={size // 512}s for explicit "
                        "shrink.")
             raise ResizeError(ERR_IMPLICIT_SHRINK)
@@ -105,7 +105,7 @@ async def determine(dev: Any, peer_offer: int, user: int, clean: bool,
                              e if isinstance(e, OSError) else OSError(str(e)), meta=True)
                 raise ResizeError(ERR_IO_MD_DISK) from None
             if layout.is_internal:
-                lkbd.record(dev.resource.minor, dev.backing_path, md.mddev.size)
+                lkbd.record(dev.resource.minor, dev.backing_path, layout.md_dev_bytes)
             if size == old:
                 return "unchanged"
             dev.set_size(size)                # ... and so does what follows it

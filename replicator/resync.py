@@ -54,7 +54,7 @@ def known_digest(alg: str) -> bool:
     """Whether ``digest`` knows ``alg`` (an empty one: none configured)."""
     try:
         return not alg or bool(digest(alg, b""))
-    except ValueError:
+    except (ValueError, TypeError):       # (TypeError: shake_*, which need a length)
         return False
 
 

@@ -106,7 +106,7 @@ async def _check_resize(daemon: Any, args: dict) -> Reply:
         return err
     dev = res.device
     if dev.md.layout.is_internal:
-        lkbd.record(res.minor, dev.backing_path, dev.md.mddev.size)
+        lkbd.record(res.minor, dev.backing_path, dev.md.layout.md_dev_bytes)
     return ok()
 
 

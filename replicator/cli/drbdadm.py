@@ -351,9 +351,16 @@ def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_resize(p: Planner, res: Resource, inv: Invocation) -> int:
-    """resize (and check-resize, the same in drbdadm-84): then remember the disk's size."""
-    steps = p.minor_steps(res, "resize", inv.backend) + p.minor_steps(res, "check-resize")
-    return run_steps(steps, inv.dry_run)
+    """resize, then remember the disk's size; check-resize does the same, as in
+    drbdadm-84, but quietly goes on when the resize is refused."""
+    resize = p.minor_steps(res, "resize", inv.backend)
+    if inv.command == "check-resize":
+        try:
+            run_steps(resize, inv.dry_run, report_failures=False)
+        except Failed:
+            pass
+        return run_steps(p.minor_steps(res, "check-resize"), inv.dry_run)
+    return run_steps(resize + p.minor_steps(res, "check-resize"), inv.dry_run)
 
 
 def do_primary(p: Planner, res: Resource, inv: Invocation) -> int:

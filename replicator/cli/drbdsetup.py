@@ -22,6 +22,7 @@ drbdsetup knows no configuration file: drbdadm turns drbd.conf into these calls.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -115,17 +116,22 @@ def _clean_up_after(res: str) -> None:
     attribute cache for a while), its /proc part, socket, pid and device records."""
     from fuseblk.mount import unmount
     from replicator import procfile
-    record = rundir.device_record(res)
-    if record is not None:
-        minor, device = record
-        unmount(device)                   # (only if a FUSE mount is there)
-        procfile.publish(None, None, old_minor=minor)
-    for path in (rundir.socket_path(res), rundir.device_record_path(res),
-                 rundir.pid_path(res)):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    with open(rundir.lock_path(res), "a") as lock:
+        try:                              # a new daemon holds it: its mount is alive
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        record = rundir.device_record(res)
+        if record is not None:
+            minor, device = record
+            unmount(device)               # (only if a FUSE mount is there)
+            procfile.publish(None, None, old_minor=minor)
+        for path in (rundir.socket_path(res), rundir.device_record_path(res),
+                     rundir.pid_path(res)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _minor_target(word: str) -> tuple[int, str | None]:

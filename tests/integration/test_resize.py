@@ -254,6 +254,8 @@ def test_kill_9_right_after_a_resize_then_down_and_up_at_once(tmp_path: Path):
             if "cleaned up after it" in n1.drbdadm("down", "r0", check=False).stderr:
                 break
             time.sleep(0.01)
+        else:
+            raise AssertionError("down never cleaned up after the killed daemon")
         assert not is_fuse_mount(str(n1.device))
         n1.drbdadm("up", "r0")
         c.node2.wait_for(in_sync, what="back in sync")
@@ -299,7 +301,8 @@ def test_adjust_resizes_to_a_changed_disk_size(tmp_path: Path):
         n1.drbdadm("adjust", "r0")
         for n in c.nodes:
             sized(n, 48 * MiB)
-        assert n1.drbdadm("-d", "adjust", "r0").stdout == ""
+        for n in c.nodes:                       # node2 took the size over from node1
+            assert n.drbdadm("-d", "adjust", "r0").stdout == ""
         r = n1.drbdsetup("disk-options", "0", "--size=30M", check=False)
         assert r.returncode == 20 and "unrecognized option '--size'" in r.stderr
     finally:

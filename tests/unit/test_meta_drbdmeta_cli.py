@@ -270,3 +270,30 @@ def test_without_a_last_known_size_a_grown_disk_has_no_meta_data(img, tmp_path, 
     rc, _, stderr = md(img, "check-resize")
     assert rc == 1 and "no suitable meta data found :(" in stderr
     assert md(img, "apply-al")[0] == 1
+
+
+def test_a_stale_record_never_brings_back_meta_data_that_moved_on(img, tmp_path, monkeypatch):
+    monkeypatch.setenv("UDRBD_STATE_DIR", str(tmp_path / "state"))
+    record = tmp_path / "state" / "drbd-minor-0.lkbd"
+    md(img, "create-md")
+    stale = record.read_text()                             # says 100 MiB
+    os.truncate(img, 140 * MiB)
+    assert md(img, "apply-al")[0] == 0                     # moved to 140 MiB's end
+    with Metadata.open(img) as moved:
+        moved.set_uuids([0x2222, 0, 0, 0])
+        moved.write_superblock()
+    record.write_text(stale)                               # a record that failed to update
+    os.truncate(img, 180 * MiB)
+    rc, _, stderr = md(img, "apply-al")
+    assert rc == 1 and "moved it" not in stderr            # the old copy was wiped
+    os.truncate(img, 140 * MiB)                            # where it really is: intact
+    assert md(img, "get-gi")[1].startswith("0000000000002222:")
+
+
+def test_wipe_md_leaves_nothing_to_find_at_a_last_known_size(img, tmp_path, monkeypatch):
+    monkeypatch.setenv("UDRBD_STATE_DIR", str(tmp_path / "state"))
+    md(img, "create-md")
+    assert md(img, "wipe-md", force=True)[0] == 0
+    assert not (tmp_path / "state" / "drbd-minor-0.lkbd").exists()
+    os.truncate(img, 140 * MiB)
+    assert md(img, "apply-al")[0] == 1
