@@ -297,3 +297,29 @@ def test_wipe_md_leaves_nothing_to_find_at_a_last_known_size(img, tmp_path, monk
     assert not (tmp_path / "state" / "drbd-minor-0.lkbd").exists()
     os.truncate(img, 140 * MiB)
     assert md(img, "apply-al")[0] == 1
+
+
+def test_a_crashed_primarys_moved_meta_data_keeps_its_bits_uuids_and_al(img, tmp_path,
+                                                                        monkeypatch):
+    from meta.bitmap import Bitmap
+    monkeypatch.setenv("UDRBD_STATE_DIR", str(tmp_path / "state"))
+    md(img, "create-md")
+    m = Metadata.open(img)
+    m.attach()
+    m.set_uuids([0x4444, 0x3333, 0, 0])
+    m.set_flag(MDF.PRIMARY_IND | MDF.CONSISTENT)
+    m.write_superblock()
+    first, last = Bitmap.extents_of_range(40 * MiB, 4096)
+    m.al.begin_io(first, last)                             # a write in flight: AL extent 10
+    m.bitmap.set_range(8 * MiB, 8192)
+    m.flush_bitmap()
+    m.close()                                              # the crash
+    os.truncate(img, 140 * MiB)                            # ... after the disk grew
+    rc, _, stderr = md(img, "apply-al")
+    assert rc == 0 and "moved it from there to the new end" in stderr
+    with Metadata.open(img) as moved:
+        assert moved.layout == compute_layout(140 * MiB)
+        assert moved.uuids[:2] == [0x4444, 0x3333] and moved.sb.has(MDF.PRIMARY_IND)
+        bm = moved.load_bitmap()
+        assert bm.count() == 2 + 1024                      # its bits and the AL's extent
+        assert bm.test(8 * MiB // 4096) and bm.test(40 * MiB // 4096)
