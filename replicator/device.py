@@ -18,8 +18,8 @@ import pyfuse3
 import trio
 
 from fuseblk._lowlevel import wait_polling
-from meta.activity_log import ActivityLogBusy
 from meta import lkbd
+from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata, ppsize
 from meta.superblock import MDF

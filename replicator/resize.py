@@ -229,7 +229,7 @@ def refresh_loop_devices(device_path: str) -> list[str]:
 
 
 # -- the command ---------------------------------------------------------------------------
-async def command(daemon: Any, obj: str, opts: dict) -> tuple[int, str] | None:
+async def command(daemon: Any, opts: dict) -> tuple[int, str] | None:
     """``drbdsetup resize MINOR [--size=N] [--assume-peer-has-space] [--assume-clean]``;
     returns the failure (code, text) or None. Waits for the peer's answer."""
     from replicator.commands import ERR_INVALID_REQUEST, ERR_NO_DISK

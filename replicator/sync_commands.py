@@ -93,7 +93,7 @@ async def _resize(daemon: Any, args: dict) -> Reply:
     obj, err = check_minor(daemon, args)
     if err:
         return err
-    refused = await resize.command(daemon, obj, args.get("options") or {})
+    refused = await resize.command(daemon, args.get("options") or {})
     return failure(obj, refused) if refused else ok()
 
 
