@@ -251,15 +251,21 @@ def test_a_write_that_waits_for_the_peers_flush_does_not_stall_its_pings(tmp_pat
                 [block_for(seed, off) for off in (0, BLOCK)]
 
 
+def fail_during_the_initial_sync(c: Cluster, disk: FaultyDisk) -> list[Node]:
+    """Connect, start the full sync from node1, and let ``disk`` fail writes mid-sync."""
+    c.up_connected()
+    n1, n2 = c.nodes
+    n1.drbdadm("primary", "--force", "r0")
+    n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing")
+    disk.fail("write")
+    return c.nodes
+
+
 def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
     """The resync must not go on reading a failed disk: the target would get stale blocks
     over the writes it received directly, and be called UpToDate."""
     with faulty_cluster(tmp_path, "node1", conf=SLOW_SYNC) as (c, (disk,)):
-        c.up_connected()
-        n1, n2 = c.nodes
-        n1.drbdadm("primary", "--force", "r0")
-        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing")
-        disk.fail("write")
+        n1, n2 = fail_during_the_initial_sync(c, disk)
         seed = os.urandom(8)
         try:
             write_blocks(n1, seed, [100 * BLOCK])    # reaches node2, not node1's disk
@@ -275,11 +281,7 @@ def test_a_sync_source_whose_disk_fails_stops_the_resync(tmp_path: Path):
 
 def test_a_sync_target_whose_disk_fails_detaches_and_stays_connected(tmp_path: Path):
     with faulty_cluster(tmp_path, "node2", conf=SLOW_SYNC) as (c, (disk,)):
-        c.up_connected()
-        n1, n2 = c.nodes
-        n1.drbdadm("primary", "--force", "r0")
-        n2.wait_for(lambda s: s["conn"] == "SyncTarget", what="syncing")
-        disk.fail("write")
+        n1, n2 = fail_during_the_initial_sync(c, disk)
         n2.wait_for(lambda s: s["disk"] == "Diskless", what="node2 detached")
         for n in c.nodes:
             n.wait_for(lambda s: s["conn"] == "Connected", what="resync stopped")

@@ -1,10 +1,12 @@
 """Online resize: grow both backing disks, ``drbdadm resize``, the new area resynced."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Iterator
 
 from fuseblk.mount import is_fuse_mount
 from tests.integration.loopdev import loop_device
@@ -13,6 +15,8 @@ from tests.integration.test_durability import Writer, fail_over_to_node2, verify
 from tests.integration.test_two_nodes import data_area_digest, sh
 
 MiB = 1 << 20
+SIZE_40M = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
+                                    "common {{ syncer {{ rate 100M; }} disk {{ size 40M; }} }}")
 
 
 def grow_disks(c: Cluster, size: int) -> None:
@@ -29,14 +33,29 @@ def sized(n: Node, size: int) -> dict:
                       what=f"in sync at {size} bytes")
 
 
-def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Path):
-    where = "node2"       # the Secondary asks (resize on the Primary: the writes test below)
-    c = Cluster(tmp_path, size="64M")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
+@contextlib.contextmanager
+def synced_pair(tmp_path: Path, conf: str = WALKTHROUGH_CONF) -> Iterator[Cluster]:
+    """Two nodes on 64 MiB disks, connected and in sync (node1 Primary); cleaned up."""
+    c = Cluster(tmp_path, size="64M", conf_template=conf)
     try:
         c.up_connected()
         c.sync_from_node1()
+        yield c
+    finally:
+        c.cleanup()
+
+
+def down_and_compare(c: Cluster, size: int) -> None:
+    """Both nodes down, then their data areas must be byte-identical up to ``size``."""
+    for n in c.nodes:
+        n.drbdadm("down", "r0")
+    assert data_area_digest(c.node1, size >> 10) == data_area_digest(c.node2, size >> 10)
+
+
+def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with synced_pair(tmp_path) as c:
         n1, n2 = c.nodes
         old = n1.snapshot()["size_kib"] * 1024
         with loop_device(str(n1.device)) as loop:
@@ -45,10 +64,10 @@ def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Pat
             data = os.urandom(20 * MiB)
             (mnt / "before").write_bytes(data)
             grow_disks(c, 96 * MiB)
-            getattr(c, where).drbdadm("resize", "r0")
+            n2.drbdadm("resize", "r0")       # the Secondary asks (the Primary: see below)
             # the command returns with the new size in place on the node that ran it, and on
             # the Primary the loop device over the device file sees it too
-            new = getattr(c, where).snapshot()["size_kib"] * 1024
+            new = n2.snapshot()["size_kib"] * 1024
             assert new > old + 30 * MiB
             for n in c.nodes:
                 sized(n, new)
@@ -70,9 +89,7 @@ def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Pat
             more = os.urandom(40 * MiB)
             (mnt / "after").write_bytes(more)                   # needs the new space
             sh("umount", str(mnt))
-        for n in c.nodes:
-            n.drbdadm("down", "r0")
-        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
+        down_and_compare(c, new)
         for n in c.nodes:                     # the metadata is found at the new end
             gi = n.drbdadm("show-gi", "r0").stdout
             assert f"last agreed size: 96 MB ({new // 512} sectors)" in gi
@@ -82,15 +99,10 @@ def test_online_grow_of_a_mounted_device_resyncs_only_the_new_area(tmp_path: Pat
         sh("mount", str(n1.device), str(mnt))
         assert (mnt / "before").read_bytes() == data and (mnt / "after").read_bytes() == more
         sh("umount", str(mnt))
-    finally:
-        c.cleanup()
 
 
 def test_assume_clean_grows_without_a_resync(tmp_path: Path):
-    c = Cluster(tmp_path, size="64M")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path) as c:
         n1, n2 = c.nodes
         old = n1.snapshot()["size_kib"] * 1024
         grow_disks(c, 80 * MiB)
@@ -102,8 +114,6 @@ def test_assume_clean_grows_without_a_resync(tmp_path: Path):
         assert any("Resync of new storage suppressed with --assume-clean" in m
                    for m in n1.log_messages())
         assert sum("Began resync" in m for m in n1.log_messages()) == 1   # the initial one
-    finally:
-        c.cleanup()
 
 
 def test_resize_refusals_and_growing_alone(tmp_path: Path):
@@ -158,20 +168,13 @@ def test_resize_refusals_and_growing_alone(tmp_path: Path):
             sized(n, new)
         r = n2.drbdsetup("resize", "0", "--size=x", check=False)
         assert r.returncode == 10 and "--size" in r.stderr
-        for n in c.nodes:
-            n.drbdadm("down", "r0")
-        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
+        down_and_compare(c, new)
     finally:
         c.cleanup()
 
 
 def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
-    text = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
-                                    "common {{ syncer {{ rate 100M; }} disk {{ size 40M; }} }}")
-    c = Cluster(tmp_path, size="64M", conf_template=text)
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path, SIZE_40M) as c:
         for n in c.nodes:
             assert n.snapshot()["size_kib"] == 40 * 1024
             assert os.stat(n.device).st_size == 40 * MiB
@@ -188,17 +191,13 @@ def test_disk_size_in_the_configuration_caps_the_device(tmp_path: Path):
         full = n1.wait_for(lambda s: s["size_kib"] > 40 * 1024 and in_sync(s),
                            what="grown and in sync")["size_kib"] * 1024
         sized(n2, full)
-        for n in c.nodes:
-            n.drbdadm("down", "r0")
-        assert data_area_digest(n1, full >> 10) == data_area_digest(n2, full >> 10)
+        down_and_compare(c, full)
         c.config.write_text(c.config.read_text().replace("syncer { rate 100M; }",
                                                          "disk { size 40M; }"))
         r = n1.drbdadm("up", "r0", check=False)           # as 8.4: data would be cut off
         assert r.returncode == 10
         assert "(111) Low.dev. smaller than requested DRBD-dev. size." in r.stderr
         assert any("refusing to truncate a consistent device" in m for m in n1.log_messages())
-    finally:
-        c.cleanup()
 
 
 def test_drbdadm_resize_dry_run_is_drbdadm_84s(tmp_path: Path):
@@ -213,10 +212,7 @@ def test_drbdadm_resize_dry_run_is_drbdadm_84s(tmp_path: Path):
 
 
 def test_writes_during_the_resize_all_reach_both_disks(tmp_path: Path):
-    c = Cluster(tmp_path, size="64M")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path) as c:
         n1, n2 = c.nodes
         old = n1.snapshot()["size_kib"] * 1024
         before = Writer(n1.device, old, os.urandom(8), limit=12000)
@@ -238,15 +234,10 @@ def test_writes_during_the_resize_all_reach_both_disks(tmp_path: Path):
         rewritten = set(after.acked)
         assert verify_on(n2, before.seed, [o for o in before.acked if o not in rewritten]) == []
         assert verify_on(n2, after.seed, after.acked) == []
-    finally:
-        c.cleanup()
 
 
 def test_kill_9_right_after_a_resize_then_down_and_up_at_once(tmp_path: Path):
-    c = Cluster(tmp_path, size="64M")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path) as c:
         n1 = c.node1
         n1.drbdadm("--", "--size=40M", "resize", "r0")
         os.kill(n1.pids()[0], signal.SIGKILL)    # and down at once, while it is exiting
@@ -259,15 +250,10 @@ def test_kill_9_right_after_a_resize_then_down_and_up_at_once(tmp_path: Path):
         assert not is_fuse_mount(str(n1.device))
         n1.drbdadm("up", "r0")
         c.node2.wait_for(in_sync, what="back in sync")
-    finally:
-        c.cleanup()
 
 
 def test_a_node_that_crashed_between_the_grow_and_the_resize_comes_back(tmp_path: Path):
-    c = Cluster(tmp_path, size="64M")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path) as c:
         n1, n2 = c.nodes
         grow_disks(c, 96 * MiB)
         n2.kill9()                               # its metadata still at the old end
@@ -280,20 +266,11 @@ def test_a_node_that_crashed_between_the_grow_and_the_resize_comes_back(tmp_path
         assert new > 90 * MiB
         for n in c.nodes:
             sized(n, new)
-        for n in c.nodes:
-            n.drbdadm("down", "r0")
-        assert data_area_digest(n1, new >> 10) == data_area_digest(n2, new >> 10)
-    finally:
-        c.cleanup()
+        down_and_compare(c, new)
 
 
 def test_adjust_resizes_to_a_changed_disk_size(tmp_path: Path):
-    text = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
-                                    "common {{ syncer {{ rate 100M; }} disk {{ size 40M; }} }}")
-    c = Cluster(tmp_path, size="64M", conf_template=text)
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path, SIZE_40M) as c:
         n1, n2 = c.nodes
         c.config.write_text(c.config.read_text().replace("size 40M;", "size 48M;"))
         assert n1.drbdadm("-d", "adjust", "r0").stdout.splitlines()[-1].endswith(
@@ -305,5 +282,3 @@ def test_adjust_resizes_to_a_changed_disk_size(tmp_path: Path):
             assert n.drbdadm("-d", "adjust", "r0").stdout == ""
         r = n1.drbdsetup("disk-options", "0", "--size=30M", check=False)
         assert r.returncode == 20 and "unrecognized option '--size'" in r.stderr
-    finally:
-        c.cleanup()
