@@ -360,10 +360,8 @@ class Device:
         """The device is the smaller of the two nodes' usable sizes, no larger than the
         user's size (the smaller of both nodes' ``--size``, adopted here). Returns why not,
         if the peer would shrink a device holding data (8.4 receive_sizes), else ""."""
-        mine = self.metadata_covers()
-        agreed = min(mine, peer_size) if peer_size > 0 else mine
-        if 0 < user <= agreed:
-            agreed = user // 512 * 512
+        from replicator.resize import new_dev_size
+        agreed, _ = new_dev_size(self.metadata_covers(), peer_size, self._size, user)
         if agreed < self._size and self.resource.state.disk >= Disk.Outdated:
             return (f"The peer's disk size is too small! ({peer_size // 512} < "
                     f"{self._size // 512} sectors)")

@@ -210,7 +210,7 @@ class Resync:
         self._log_done()
         self.peer.resync = None
         self.res.change("device", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
-        self._clear_beyond_size()
+        self.dev.drop_bits_beyond_size()
         left = self.dev.bitmap.count()
         if left:        # writes the peer refused meanwhile: they go at the next resync
             self.dev.log.device(f"{left} bits still out of sync after the resync")
@@ -224,10 +224,6 @@ class Resync:
             await self.dev.syncer.flushing(os.fdatasync, self.dev.fd)
         except OSError as e:
             self._disk_failed("resync flush", e)
-
-    def _clear_beyond_size(self) -> None:
-        """Bits past the agreed size (this disk is larger than the peer's) mean nothing."""
-        self.dev.drop_bits_beyond_size()
 
     async def _disk_io(self, where: str, call: Any, *args: Any) -> Any:
         """A backing disk read or write for the resync; a failing disk ends the resync."""
@@ -252,7 +248,7 @@ class Resync:
 
     def _begin_common(self) -> None:
         self.started = time.monotonic()
-        self._clear_beyond_size()             # (the peer's bitmap may cover more)
+        self.dev.drop_bits_beyond_size()      # (the peer's bitmap may cover more)
         self.total_bits = self.dev.bitmap.count()
         self.marks = [(self.started, self.total_bits)]
         s = self.res.state
@@ -364,7 +360,7 @@ class Resync:
 
     def _finish_target(self) -> None:
         self.done_flag = True
-        self._clear_beyond_size()
+        self.dev.drop_bits_beyond_size()
         self.dev.set_uuids(U.resync_finished_target(self.dev.md.uuids, self.peer.peer_uuids,
                                                      self.dev.is_primary()))
         self.peer.send(Msg.RS_DONE, {"uuids": self.dev.md.uuids})
