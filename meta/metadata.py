@@ -380,8 +380,7 @@ class Metadata:
         to the end of the grown disk; the device keeps its last agreed size (it grows
         at the next connect or resize). Returns the new layout."""
         self.load_bitmap()
-        layout = compute_layout(self.mddev.size, INTERNAL, self.sb.al_stripes,
-                                self.sb.al_stripe_size_4k)
+        layout = self.layout_for_current_size()
         self.relocate(layout, self.bitmap.resized(self.max_data_bytes(layout)),
                       self.sb.la_size_sect)
         self.bitmap = None
@@ -392,16 +391,21 @@ class Metadata:
         backing = self.backing.size if self.backing is not None else layout.md_dev_bytes
         return data_sectors(layout, backing) * SECTOR
 
+    def check_move(self, layout: MetaLayout) -> None:
+        """MetadataError if the meta data cannot move to ``layout`` (a disk that shrank
+        under its internal meta data)."""
+        if layout.is_internal and layout.md_offset < self.layout.md_offset:
+            raise MetadataError(f"'{self.path}': the backing device shrank under its "
+                                f"internal meta data")
+
     def relocate(self, layout: MetaLayout, bitmap: Bitmap, la_size_sect: int) -> None:
         """Write the meta data in ``layout`` with ``bitmap`` and the new last agreed size
         (after an online resize), in 8.4's order: the superblock first, flagged FULL_SYNC,
         so a crash before the end makes the next attach resync everything; then the
         activity log ring with what is hot now, the whole bitmap, the superblock again.
-        Internal meta data moves to the new end of the disk: the old copy is left in what
-        becomes data area (marked out of sync by the caller)."""
-        if layout.is_internal and layout.md_offset < self.layout.md_offset:
-            raise MetadataError(f"'{self.path}': the backing device shrank under its "
-                                f"internal meta data")
+        Internal meta data moves to the new end of the disk, and the old superblock is
+        wiped (the caller marks what becomes data area out of sync)."""
+        self.check_move(layout)
         old_sb = self.layout.md_offset
         sb = self.sb
         with self._io_lock:

@@ -71,9 +71,7 @@ async def determine(dev: Any, peer_offer: int, user: int, clean: bool,
         md, log = dev.md, dev.log
         try:
             layout = md.layout_for_current_size()
-            if layout.is_internal and layout.md_offset < md.layout.md_offset:
-                raise MetadataError(f"'{md.path}': the backing device shrank under its "
-                                    "internal meta data")
+            md.check_move(layout)             # (before the bitmap is swapped)
         except MetadataError as e:
             log.device(str(e))
             raise ResizeError(ERR_DISK_TOO_SMALL) from None
