@@ -7,6 +7,8 @@ drbdadm does. The calls run in-process (same argv, same exit codes) to keep them
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -352,11 +354,13 @@ def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
 
 def do_resize(p: Planner, res: Resource, inv: Invocation) -> int:
     """resize, then remember the disk's size; check-resize does the same, as in
-    drbdadm-84, but quietly goes on when the resize is refused."""
+    drbdadm-84, but silently (drbdsetup's stderr suppressed) goes on when the resize is
+    refused."""
     resize = p.minor_steps(res, "resize", inv.backend)
     if inv.command == "check-resize":
         try:
-            run_steps(resize, inv.dry_run, report_failures=False)
+            with contextlib.redirect_stderr(io.StringIO()):    # 8.4: SUPRESS_STDERR
+                run_steps(resize, inv.dry_run, report_failures=False)
         except Failed:
             pass
         return run_steps(p.minor_steps(res, "check-resize"), inv.dry_run)

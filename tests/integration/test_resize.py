@@ -124,6 +124,8 @@ def test_resize_refusals_and_growing_alone(tmp_path: Path):
         r = n1.drbdadm("resize", "r0", check=False)          # Secondary/Secondary
         assert r.returncode == 10
         assert "0: Failure: (131) Need one Primary node to resize." in r.stderr
+        r = n1.drbdadm("check-resize", "r0", check=False)    # quiet about it, as 8.4
+        assert (r.returncode, r.stderr) == (0, "")
         c.sync_from_node1()
         n1.drbdadm("pause-sync", "r0")
         n1.drbdadm("invalidate-remote", "r0")
