@@ -27,6 +27,7 @@ from fuseblk.ops import BlockOps
 log = logging.getLogger(__name__)
 
 _serving: Optional[str] = None
+_ops: Optional[BlockOps] = None
 _io_flusher_tried = False
 MNT_DETACH = 2
 
@@ -83,6 +84,16 @@ def unmount(path: str, *, lazy: bool = True) -> bool:
     raise OSError(err, f"cannot unmount {path}: {os.strerror(err)}")
 
 
+def replace_engine(engine: BlockEngine) -> None:
+    """Serve the mounted file from ``engine`` from the next request on (requests already
+    running finish on the old one). The open files stay open: the new engine takes over
+    their count (``opened`` was called on the old one). RuntimeError when nothing is
+    mounted."""
+    if _ops is None:
+        raise RuntimeError("fuseblk serves no mount in this process")
+    _ops.engine = engine
+
+
 async def invalidate_size() -> None:
     """Tell the kernel the size changed (after a resize). Never call from inside an engine
     call that serves a request: the kernel may wait for that very request."""
@@ -137,7 +148,7 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
     ``direct_io`` (default on): open with FOPEN_DIRECT_IO, see BlockOps. ``splice_read``: let libfuse receive through a pipe
     (measured slower here; off).
     """
-    global _serving, _io_flusher_tried
+    global _serving, _io_flusher_tried, _ops
     if _serving is not None:
         raise RuntimeError(f"pyfuse3 serves one mount per process; already serving {_serving}")
     if not _io_flusher_tried:
@@ -177,6 +188,7 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
                 log.warning("FUSE fast request path not installed (%s)", exc)
         log.info("%s: mounted (%d bytes)", mountpoint, engine.size())
         async with trio.open_nursery() as nursery:
+            _ops = ops
             ops.set_nursery(nursery)
             task_status.started()
             try:
@@ -186,7 +198,7 @@ async def serve(mountpoint: str, engine: BlockEngine, *, fsname: str = "udrbd",
                 nursery.cancel_scope.cancel()
         log.info("%s: unmounted from outside", mountpoint)
     finally:
-        _serving = None
+        _serving = _ops = None
         _lowlevel.remove_fast_wait()
         if mounted:
             try:

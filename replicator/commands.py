@@ -124,6 +124,8 @@ async def _attach(daemon: Any, args: dict) -> Reply:
     if err:
         return err
     res = daemon.resource
+    if res.device is not None and res.device.failed and res.state.role == Role.Primary:
+        return await _replace_failed_disk(daemon, obj, args)
     if res.device is not None:
         return failure(obj, ERR_DISK_CONFIGURED)
     if res.state.role == Role.Primary:
@@ -144,6 +146,20 @@ async def _attach(daemon: Any, args: dict) -> Reply:
         return failure(obj, (e.code, e.text), e.info)
     if res.peer is not None:
         res.peer.renegotiate()
+    return ok()
+
+
+async def _replace_failed_disk(daemon: Any, obj: str, args: dict) -> Reply:
+    from replicator.device import AttachError, replace_failed_disk
+    res = daemon.resource
+    if res.peer is None or res.state.conn != Conn.Connected or res.state.pdsk != Disk.UpToDate:
+        return failure(obj, ERR_INVALID_REQUEST, "the disk of a Primary is replaced while "
+                       "connected to an UpToDate peer (the new disk is synced from it)")
+    try:
+        await replace_failed_disk(daemon, args["disk"], args["meta_disk"],
+                                  args.get("meta_index"), args.get("options") or {})
+    except AttachError as e:
+        return failure(obj, (e.code, e.text), e.info)
     return ok()
 
 

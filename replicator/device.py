@@ -70,6 +70,7 @@ class Device:
         if md.sb.has(MDF.PRIMARY_IND):
             md.set_flag(MDF.CRASHED_PRIMARY, True)
         self.failed = False                   # on-io-error detached the disk: I/O via the peer
+        self._let_go = False                  # ... and its backing disk is closed
         self.release: Callable[[], Awaitable] | None = None    # detach_device, once attached
         self.exposed_uuid = md.uuids[0]       # the data generation the device shows (8.4's
                                               # ed_uuid): the peer's, once the disk failed
@@ -205,9 +206,12 @@ class Device:
         res.change("device", hard=True, disk=Disk.Diskless)
         if res.peer is not None:
             res.peer.abort_sync()
-        if not self.is_primary() and self.release is not None and res.nursery is not None:
-            res.nursery.start_soon(self.release)  # as 8.4, let go of the backing disk (a
-            # Primary keeps the Device: its I/O goes on through the peer until detach)
+        if res.nursery is not None:          # as 8.4, let go of the backing disk; a Primary
+            if not self.is_primary():         # keeps the Device: its I/O goes on through
+                if self.release is not None:  # the peer, until detach or a new disk
+                    res.nursery.start_soon(self.release)
+            else:
+                res.nursery.start_soon(self.let_go_of_failed_disk)
 
     async def _al_begin(self, first: int, last: int) -> None:
         al = self.al
@@ -438,6 +442,18 @@ class Device:
                 self._sb_progress.set()
                 self._sb_progress = trio.Event()
 
+    async def let_go_of_failed_disk(self) -> None:
+        """Close the failed backing disk of a Primary, whose I/O goes through the peer now
+        (8.4 puts the disk once the failed requests are done): a new disk can be prepared
+        at its path (create-md) and attached. Idempotent."""
+        if self._let_go:
+            return
+        self._let_go = True
+        await self.syncer.quiesce()
+        self.syncer.close()
+        self.stop_superblock_writer()
+        self.md.close()
+
     def superblock_version(self) -> int:
         return self._sb_version
 
@@ -522,12 +538,12 @@ def _initial_disk_state(md: Metadata, fencing: str) -> tuple[Disk, Disk]:
     return disk, pdsk
 
 
-async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
-                        options: dict) -> None:
-    """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
+def _open_disk(res: Any, disk: str, meta_disk: str, meta_index: Any,
+               options: dict) -> Device:
+    """Open and attach the metadata of ``disk`` (disk state Attaching; Diskless again and
+    AttachError on failure): a Device not yet in use."""
     from replicator.commands import (ERR_DISK_TOO_SMALL, ERR_INVALID_DISK_OPTION,
                                      ERR_MD_INVALID, ERR_MD_UNCLEAN, ERR_OPEN_DISK)
-    res = daemon.resource
     if res.device_path and _unstatted_path(disk) == _unstatted_path(res.device_path):
         raise AttachError(*ERR_OPEN_DISK, f"{disk} is this resource's own device file")
     if meta_index in (None, "internal"):
@@ -572,7 +588,15 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     dev.attach_args = {"disk": disk, "meta_disk": meta_disk, "meta_index": meta_index,
                        "given": {k: v for k, v in options.items() if not k.startswith("_")}}
     res.log.device(f"attached to UUIDs {U.fmt(md.uuids)}")
-    disk_state, pdsk = _initial_disk_state(md, dev.fencing)
+    return dev
+
+
+async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
+                        options: dict) -> None:
+    """``drbdsetup attach``: open the metadata, attach, mount the FUSE device file."""
+    res = daemon.resource
+    dev = _open_disk(res, disk, meta_disk, meta_index, options)
+    disk_state, pdsk = _initial_disk_state(dev.md, dev.fencing)
     res.device = dev
     dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
@@ -582,6 +606,41 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
         res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
     await daemon.diskless.stop()
     await daemon.nursery.start(_serve_fuse, daemon, dev)
+
+
+async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
+                              options: dict) -> None:
+    """``drbdsetup attach`` on a Primary whose disk failed (its I/O goes through the
+    peer): the new disk takes over the device file while it stays open and in use, and
+    is filled by a full sync from the UpToDate peer (8.4 attaches to a diskless Primary
+    the same way: DRBD's "replacing a failed disk"). The device keeps its size: a
+    smaller disk is refused."""
+    from replicator import resync
+    from replicator.commands import ERR_DISK_TOO_SMALL
+    import fuseblk
+    res = daemon.resource
+    old: Device = res.device
+    await old.let_go_of_failed_disk()
+    dev = _open_disk(res, disk, meta_disk, meta_index, options)
+    size = old.size()
+    if dev.md.data_bytes < size:
+        dev.md.close()
+        res.change("device", hard=True, disk=Disk.Diskless)
+        raise AttachError(*ERR_DISK_TOO_SMALL)
+    dev._size = size
+    dev.md.sb.la_size_sect = size // 512
+    dev.drop_bits_beyond_size()
+    dev.exposed_uuid = old.exposed_uuid
+    dev.open_count, dev.writers = old.open_count, old.writers
+    dev.fuse_scope, dev.fuse_done = old.fuse_scope, old.fuse_done
+    dev.mark_all_out_of_sync()
+    res.device = dev
+    dev.release = lambda: detach_device(daemon, force=True)
+    await daemon.nursery.start(dev.superblock_writer)
+    fuseblk.replace_engine(dev)
+    res.change("device", hard=True, disk=Disk.Inconsistent)
+    dev.save_superblock()
+    resync.start_sync(res.peer, source=False, full=True, tell_peer=True, starting=True)
 
 
 def _unstatted_path(path: str) -> str:

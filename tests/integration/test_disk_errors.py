@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faultydisk import FaultyDisk
+from tests.integration.loopdev import loop_device
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, bin_path, in_sync
 from tests.integration.test_durability import (SLOW_SYNC, BLOCK, Writer, block_for,
                                                fail_over_to_node2, verify_on)
+from tests.integration.test_single_node import check_files, write_files
+from tests.integration.test_two_nodes import data_area_digest, sh
 
 
 @contextmanager
@@ -435,3 +438,59 @@ def test_b_completes_a_write_once_node2_has_it_c_once_node2_wrote_it(tmp_path: P
             assert f.read(BLOCK) == block
         for n in c.nodes:
             assert in_sync(n.snapshot())
+
+
+def files_in(mnt: Path, name: str) -> dict[str, str]:
+    """Two new 1 MiB files of random data in the new directory ``mnt/name``: their sums."""
+    (mnt / name).mkdir()
+    return {f"{name}/{k}": v for k, v in write_files(mnt / name, count=2).items()}
+
+
+def test_a_primary_gets_a_new_disk_while_its_file_system_stays_mounted(tmp_path: Path):
+    """DRBD's "replacing a failed disk" on the Primary: the file system stays mounted
+    through the failure (its I/O goes through node2) and through the replacement
+    (create-md on the new disk, attach, a full sync from node2)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with faulty_cluster(tmp_path, "node1") as (c, (disk,)):
+        n1, n2 = c.nodes
+        c.up_connected()
+        c.sync_from_node1()
+        size = n1.snapshot()["size_kib"] * 1024
+        with loop_device(str(n1.device)) as loop:
+            sh("mkfs.ext3", "-q", loop)
+            sh("mount", loop, str(mnt))
+            try:
+                sums = files_in(mnt, "before")
+                os.sync()
+                disk.fail("write")
+                disk.fail("read")
+                sums.update(files_in(mnt, "during"))
+                os.sync()
+                n1.wait_for(lambda s: s["disk"] == "Diskless", what="node1 lost its disk")
+                check_files(mnt, sums)                    # read through node2
+
+                r = n1.drbdadm("attach", "r0", check=False)  # the dead disk again
+                assert r.returncode != 0 and n1.snapshot()["disk"] == "Diskless"
+                disk.heal()                               # a new, empty disk at the path
+                image_size = disk.image.stat().st_size
+                os.truncate(disk.image, 0)
+                os.truncate(disk.image, image_size - (8 << 20))      # too small first
+                n1.drbdadm("create-md", "--force", "r0")
+                r = n1.drbdadm("attach", "r0", check=False)
+                assert r.returncode == 10 and "(111) Low.dev. smaller" in r.stderr
+                check_files(mnt, sums)
+                os.truncate(disk.image, 0)
+                os.truncate(disk.image, image_size)
+                n1.drbdadm("create-md", "--force", "r0")
+                n1.drbdadm("attach", "r0")
+                for n in c.nodes:
+                    n.wait_for(in_sync, timeout=60, what="the new disk synced")
+                assert in_log(n1, "Began resync as SyncTarget")
+                sums.update(files_in(mnt, "after"))
+                check_files(mnt, sums)
+            finally:
+                subprocess.run(["umount", str(mnt)], check=False)
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, size >> 10) == data_area_digest(n2, size >> 10)
