@@ -421,11 +421,6 @@ def online_or_meta(cmd: str, online: Callable[[str], bool] = is_running
 
 
 def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
-    if not any("/" in t or t.startswith("minor-") for t in inv.targets):
-        print("new-current-uuid requires a specific volume id, but none is specified.\n"
-              f"Try 'new-current-uuid minor-<minor_number>' or 'new-current-uuid {res.name}/<vnr>'",
-              file=sys.stderr)
-        raise Failed(1)
     return run_steps(p.minor_steps(res, "new-current-uuid", inv.backend), inv.dry_run)
 
 
@@ -573,9 +568,15 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
 }
 
 
-def run_handler(cfg: Config, node: str, name: str, target: str) -> int:
+def _shell_escaped(word: str) -> str:
+    """A word as drbdadm's dry run prints it: shell metacharacters and blanks escaped."""
+    return "".join(ch if ch.isalnum() or ch in "-_./=:,+@%" else "\\" + ch for ch in word)
+
+
+def run_handler(cfg: Config, node: str, name: str, target: str, dry_run: bool = False) -> int:
     """``drbdadm <handler> <res|minor-N>``: what the daemon calls; runs the configured command
-    with DRBD's environment and returns its exit code (0 when none is configured)."""
+    with DRBD's environment and returns its exit code (0 when none is configured). With
+    ``-d`` it only prints what it would run, as drbdadm-84 does."""
     import subprocess
     res, vol = None, None
     for r in cfg.resources_for(node):
@@ -586,6 +587,9 @@ def run_handler(cfg: Config, node: str, name: str, target: str) -> int:
         raise NotForThisHost(target)
     command = res.handlers.get(name) or ""
     if not command:
+        return 0
+    if dry_run:
+        print(f"/bin/sh -c {_shell_escaped(command)}")
         return 0
     me, peers = res.host_for(node), res.peers_of(node)
     env = {**os.environ, "DRBD_RESOURCE": res.name, "DRBD_MINOR": str(vol.minor),
@@ -645,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         if inv.command in HANDLER_NAMES:
             if len(inv.targets) != 1:
                 raise Usage(f"USAGE: drbdadm {inv.command} {{RESOURCE|minor-N}}")
-            return run_handler(cfg, node, inv.command, inv.targets[0])
+            return run_handler(cfg, node, inv.command, inv.targets[0], inv.dry_run)
         if inv.command == "wait-con-int":
             return wait_con_int(Planner(cfg, node, inv.backend),
                                 list(cfg.resources_for(node)), inv)

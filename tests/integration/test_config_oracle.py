@@ -236,3 +236,31 @@ def test_sh_queries_match(tmp_path, node):
             assert (got.returncode, got.stdout) == (0, expected.stdout), cmd
         else:
             assert got.returncode != 0 and got.stdout == "", cmd
+
+
+DRY_RUNS = [["split-brain", "r0"], ["local-io-error", "minor-70"], ["out-of-sync", "r0"],
+            ["new-current-uuid", "r0"], ["new-current-uuid", "--clear-bitmap", "r0"],
+            ["--", "--clear-bitmap", "new-current-uuid", "r0"], ["new-current-uuid", "r0/0"]]
+
+
+def test_dry_runs_match(tmp_path):
+    """``drbdadm -d`` prints what drbdadm-84 prints, and runs nothing (not even a handler)."""
+    from tests.integration.nodes import bin_path
+    mark = tmp_path / "handler-ran"
+    conf = tmp_path / "drbd.conf"
+    conf.write_text(f"""resource r0 {{
+  handlers {{ split-brain "touch {mark}"; local-io-error "touch '{mark}' && halt -f"; }}
+  on node1 {{ device /dev/drbd70; disk /tmp/d1.img; address 127.0.0.1:7870; meta-disk internal; }}
+  on node2 {{ device /dev/drbd71; disk /tmp/d2.img; address 127.0.0.2:7870; meta-disk internal; }}
+}}
+""")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "__DRBD_NODE__": "node1",
+           "LC_ALL": "C"}
+    for cmd in DRY_RUNS:
+        expected = subprocess.run([REAL, "-c", str(conf), "-d", *cmd], env=env,
+                                  capture_output=True, text=True, timeout=30)
+        got = subprocess.run([bin_path("drbdadm"), "-c", str(conf), "-d", *cmd], env=env,
+                             capture_output=True, text=True, timeout=30)
+        assert (got.returncode, got.stdout) == (
+            expected.returncode, expected.stdout.replace("/lib/drbd/drbdsetup-84", "drbdsetup")), cmd
+        assert not mark.exists(), cmd
