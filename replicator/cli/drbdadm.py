@@ -17,7 +17,9 @@ from typing import Callable
 from replicator import rundir
 from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
 from replicator.config.model import Config, Resource, Volume, address_is_local
+from replicator.config.options import DISK as DISK_OPTIONS
 from replicator.config.options import HANDLER_NAMES
+from replicator.config.options import NET as NET_OPTIONS
 
 DEFAULT_CONFIG = "/etc/drbd.conf"
 
@@ -93,6 +95,13 @@ def parse_args(argv: list[str]) -> Invocation:
         elif not inv.command:
             inv.command = a
         elif a.startswith("--"):
+            name, eq, value = a[2:].partition("=")
+            kind = command_option(inv.command, name)
+            if kind is None:
+                raise Usage(f"drbdadm: unrecognized option '{a}'\ntry 'drbdadm help'")
+            if not eq and kind != "bool" and i + 1 < len(argv):   # getopt's --opt VALUE
+                i += 1
+                a = f"--{name}={argv[i]}"
             inv.backend.append(a)
         else:
             inv.targets.append(a)
@@ -100,6 +109,22 @@ def parse_args(argv: list[str]) -> Invocation:
     if not inv.command:
         raise Usage(USAGE.rstrip())
     return inv
+
+
+def command_option(command: str, name: str) -> str | None:
+    """The kind of ``--name`` after ``command`` on drbdadm's command line (``bool`` takes no
+    separate value), or None when drbdadm-84 refuses it there: disk options for attach and
+    disk-options, net options for connect and net-options, the few flags below; anything
+    else only after ``--``, which passes it on unchecked."""
+    if command in ("attach", "disk-options") and name in DISK_OPTIONS:
+        return DISK_OPTIONS[name].kind
+    if command in ("connect", "net-options") and name in NET_OPTIONS:
+        return NET_OPTIONS[name].kind
+    flags = {"connect": ("discard-my-data", "tentative"), "detach": ("force",),
+             "disconnect": ("force",), "primary": ("force",), "create-md": ("force",),
+             "new-current-uuid": ("clear-bitmap",),
+             "status": ("statistics",)}                  # DRBD 9's status (README)
+    return "bool" if name in flags.get(command, ()) else None
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -150,7 +175,7 @@ class Planner:
         return [Step("drbdsetup", ["new-minor", res.name, str(v.minor), str(v.vnr),
                                    f"--device={v.device}"]) for v in self.volumes(res)]
 
-    def attach(self, res: Resource) -> list[Step]:
+    def attach(self, res: Resource, extra: list[str] = ()) -> list[Step]:
         steps = []
         for v in self.volumes(res):
             if v.diskless:
@@ -158,7 +183,7 @@ class Planner:
             steps.append(Step("drbdmeta", [*_meta_args(v), "apply-al"]))
             steps.append(Step("drbdsetup", ["attach", *_attach_args(v),
                                             *_explicit_options(res, self.cfg, "disk", set()),
-                                            *_volume_disk_options(v)]))
+                                            *_volume_disk_options(v), *extra]))
         return steps
 
     def check_local_address(self, res: Resource) -> None:
@@ -341,7 +366,7 @@ def do_disk_options(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_attach(p: Planner, res: Resource, inv: Invocation) -> int:
-    return run_steps(p.attach(res), inv.dry_run)
+    return run_steps(p.attach(res, inv.backend), inv.dry_run)
 
 
 def do_connect(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -349,7 +374,7 @@ def do_connect(p: Planner, res: Resource, inv: Invocation) -> int:
 
 
 def do_disconnect(p: Planner, res: Resource, inv: Invocation) -> int:
-    return run_steps([Step("drbdsetup", ["disconnect", res.name])], inv.dry_run)
+    return run_steps([Step("drbdsetup", ["disconnect", res.name, *inv.backend])], inv.dry_run)
 
 
 def do_resize(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -634,7 +659,6 @@ def main(argv: list[str] | None = None) -> int:
     except Usage as e:
         print(str(e), file=sys.stderr)
         return 1
-    # the 8.4 form `drbdadm primary --force r0` / `connect --discard-my-data r0`
     # children (the daemon, and the handlers it calls back through drbdadm) see this config
     os.environ["UDRBD_CONFIG"] = os.path.abspath(inv.config_path)
     try:

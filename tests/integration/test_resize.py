@@ -106,7 +106,7 @@ def test_assume_clean_grows_without_a_resync(tmp_path: Path):
         n1, n2 = c.nodes
         old = n1.snapshot()["size_kib"] * 1024
         grow_disks(c, 80 * MiB)
-        n1.drbdadm("resize", "--assume-clean", "r0")
+        n1.drbdadm("--", "--assume-clean", "resize", "r0")
         new = n1.snapshot()["size_kib"] * 1024
         assert new > old
         for n in c.nodes:

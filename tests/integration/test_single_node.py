@@ -209,10 +209,24 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
         f"drbdmeta --force 0 v08 {n.disk} internal create-md\n"
     # options for drbdsetup go to it, as drbdadm-84 passes them; it refuses what it lacks
     assert n.drbdadm("-d", "--", "--foo", "primary", "r0").stdout == "drbdsetup primary 0 --foo\n"
-    r = n.drbdadm("primary", "--foo", "r0", check=False)
+    r = n.drbdadm("--", "--foo", "primary", "r0", check=False)
     assert r.returncode == 20 and r.stderr.splitlines() == [
         "drbdsetup primary: unrecognized option '--foo'",
         "Command 'drbdsetup primary 0 --foo' terminated with exit code 20"]
+    # after the command drbdadm itself takes only the command's own options, as drbdadm-84
+    for cmd in (["primary", "--foo", "r0"], ["up", "--bogus", "r0"], ["up", "r0", "--force"],
+                ["resize", "--assume-clean", "r0"], ["adjust", "--skip-net", "r0"],
+                ["attach", "--protocol=A", "r0"], ["connect", "--resync-rate=1M", "r0"]):
+        r = n.drbdadm(*cmd, check=False)
+        bad = next(a for a in cmd if a.startswith("--"))
+        assert (r.returncode, r.stderr) == (
+            1, f"drbdadm: unrecognized option '{bad}'\ntry 'drbdadm help'\n"), cmd
+    assert n.drbdadm("-d", "disk-options", "--resync-rate", "10M", "r0").stdout == \
+        "drbdsetup disk-options 0 --resync-rate=10M\n"        # getopt's --opt VALUE
+    assert n.drbdadm("-d", "disconnect", "--force", "r0").stdout == \
+        "drbdsetup disconnect r0 --force\n"
+    assert n.drbdadm("-d", "attach", "--resync-rate=1M", "r0").stdout.splitlines()[-1] \
+        .endswith(" --resync-rate=1M")
     r = n.drbdsetup("status", "--bogus", check=False)
     assert r.returncode == 20 and r.stderr == "drbdsetup status: unrecognized option '--bogus'\n"
     long_name = "r" * 120                   # its socket path would not fit in sun_path
