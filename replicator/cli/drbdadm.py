@@ -633,7 +633,11 @@ def select(cfg: Config, node: str, targets: list[str], command: str = "") -> lis
     if not targets:
         raise Usage("USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}")
     if targets == ["all"]:
-        return list(cfg.resources_for(node))
+        found = list(cfg.resources_for(node))
+        if not found and command != "status":
+            raise Usage(f"WARN: no normal resources defined for this host ({node})!?\n"
+                        "Misspelled name of the local machine with the 'on' keyword ?")
+        return found
     out = []
     for t in targets:
         if t.startswith("minor-"):

@@ -223,6 +223,11 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
             1, f"drbdadm: unrecognized option '{bad}'\ntry 'drbdadm help'\n"), cmd
     assert n.drbdadm("-d", "disk-options", "--resync-rate", "10M", "r0").stdout == \
         "drbdsetup disk-options 0 --resync-rate=10M\n"        # getopt's --opt VALUE
+    misspelled = subprocess.run([bin_path("drbdadm"), "-d", "up", "all"], capture_output=True,
+                                text=True, env={**n.env, "__DRBD_NODE__": "nodde1"})
+    assert (misspelled.returncode, misspelled.stderr) == (1, (
+        "WARN: no normal resources defined for this host (nodde1)!?\n"
+        "Misspelled name of the local machine with the 'on' keyword ?\n"))
     assert n.drbdadm("-d", "disconnect", "--force", "r0").stdout == \
         "drbdsetup disconnect r0 --force\n"
     assert n.drbdadm("-d", "attach", "--resync-rate=1M", "r0").stdout.splitlines()[-1] \
