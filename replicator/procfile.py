@@ -15,19 +15,14 @@ from typing import Any
 
 import trio
 
-from replicator import report, rundir, snapshot
+from replicator import report, rundir, snapshot, udrbd_version
 
 TICK = 1.0
 _SYNCING = ("SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT", "VerifyS", "VerifyT")
 
 
 def build_line() -> str:
-    try:
-        from importlib.metadata import version
-        v = version("udrbd")
-    except Exception:
-        v = "0"
-    return f"srcversion: udrbd-{v}"
+    return f"srcversion: udrbd-{udrbd_version()}"
 
 
 def parts_dir() -> str:

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from replicator import rundir
+from replicator import rundir, udrbd_version
 from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
 from replicator.config.model import Config, Resource, Volume, address_is_local
 from replicator.config.options import DISK as DISK_OPTIONS
@@ -63,13 +63,44 @@ class Invocation:
     backend: list[str] = field(default_factory=list)   # options for drbdsetup/drbdmeta
 
 
+def _split_bundled(argv: list[str]) -> list[str]:
+    """getopt's bundled short flags: ``-dv`` is ``-d -v`` (up to the command or ``--``)."""
+    out: list[str] = []
+    n = 0
+    while n < len(argv):
+        a = argv[n]
+        if a == "--" or not a.startswith("-"):
+            return out + argv[n:]
+        if len(a) > 2 and a[1] != "-" and set(a[1:]) <= set("dvVh"):
+            out += [f"-{c}" for c in a[1:]]
+        else:
+            out.append(a)
+            if a in ("-c", "--config-file"):         # its argument
+                out += argv[n + 1:n + 2]
+                n += 1
+        n += 1
+    return out
+
+
+VERSION = f"""\
+DRBDADM_BUILDTAG=udrbd\\ {udrbd_version()}
+DRBDADM_API_VERSION=1
+DRBD_KERNEL_VERSION_CODE=0x08040b
+DRBDADM_VERSION_CODE=0x080904
+DRBDADM_VERSION=8.9.4
+"""
+
+
 def parse_args(argv: list[str]) -> Invocation:
     inv = Invocation("", [])
     inv.config_path = os.environ.get("UDRBD_CONFIG") or DEFAULT_CONFIG
+    argv = _split_bundled(argv)
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("-d", "--dry-run"):
+        if a in ("-V", "--version", "-h", "--help") and not inv.command:
+            inv.command = "--version" if a in ("-V", "--version") else "help"
+        elif a in ("-d", "--dry-run"):
             inv.dry_run = True
         elif a in ("-v", "--verbose"):
             inv.verbose = True
@@ -663,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     except Usage as e:
         print(str(e), file=sys.stderr)
         return 1
+    if inv.command in ("help", "--version"):     # (the OCF agent evals --version's lines)
+        print(USAGE if inv.command == "help" else VERSION, end="")
+        return 0
     # children (the daemon, and the handlers it calls back through drbdadm) see this config
     os.environ["UDRBD_CONFIG"] = os.path.abspath(inv.config_path)
     try:

@@ -24,17 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from replicator import report
+from replicator import report, udrbd_version
 
 NAME = "DrbdMon"
 
 
 def version() -> str:
-    try:
-        from importlib.metadata import version as v
-        return v("udrbd")
-    except Exception:
-        return "0"
+    return udrbd_version()
 
 
 def node_name() -> str:

@@ -223,6 +223,14 @@ def test_errors_for_unknown_resource_and_bad_arguments(cluster: Cluster):
             1, f"drbdadm: unrecognized option '{bad}'\ntry 'drbdadm help'\n"), cmd
     assert n.drbdadm("-d", "disk-options", "--resync-rate", "10M", "r0").stdout == \
         "drbdsetup disk-options 0 --resync-rate=10M\n"        # getopt's --opt VALUE
+    version = n.drbdadm("--version").stdout          # what the OCF agent evals
+    assert re.fullmatch(r"DRBDADM_BUILDTAG=udrbd\\ \S+\nDRBDADM_API_VERSION=1\n"
+                        r"DRBD_KERNEL_VERSION_CODE=0x08040b\nDRBDADM_VERSION_CODE=0x[0-9a-f]{6}\n"
+                        r"DRBDADM_VERSION=[0-9.]+\n", version), version
+    assert n.drbdadm("-V").stdout == version
+    for form in (["help"], ["help", "up"], ["-h"], ["--help"]):
+        assert n.drbdadm(*form).stdout.startswith("USAGE: drbdadm COMMAND"), form
+    assert n.drbdadm("-dv", "down", "r0").stdout == n.drbdadm("-d", "-v", "down", "r0").stdout
     misspelled = subprocess.run([bin_path("drbdadm"), "-d", "up", "all"], capture_output=True,
                                 text=True, env={**n.env, "__DRBD_NODE__": "nodde1"})
     assert (misspelled.returncode, misspelled.stderr) == (1, (
