@@ -175,17 +175,24 @@ def _attach_args(vol: Volume) -> list[str]:
 
 
 def _explicit_options(res: Resource, cfg: Config, section: str, skip: set[str]) -> list[str]:
-    """``--name=value`` for the options written in common and the resource, as drbdadm does."""
+    """``--name=value`` for the options written in common and the resource, as drbdadm does:
+    the resource's override common's; an option written twice in one section counts once,
+    as first written (drbdadm-84)."""
     seen: dict[str, str] = {}
     for settings in (cfg.common.settings.get(section, ()), res.settings.get(section, ())):
-        for s in settings:
-            if s.name not in skip:
-                seen[s.name] = "yes" if s.text is None else s.text
+        seen.update(_first_written(s for s in settings if s.name not in skip))
     return [f"--{k}={v}" for k, v in seen.items()]
 
 
+def _first_written(settings) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for s in settings:
+        values.setdefault(s.name, "yes" if s.text is None else s.text)
+    return values
+
+
 def _volume_disk_options(vol: Volume) -> list[str]:
-    return [f"--{s.name}={'yes' if s.text is None else s.text}" for s in vol.disk_settings]
+    return [f"--{k}={v}" for k, v in _first_written(vol.disk_settings).items()]
 
 
 class Planner:

@@ -563,7 +563,9 @@ class _Parser:
             if t.meta_disk is None and s.meta_disk is not None:
                 t.meta_disk, t.meta_index = s.meta_disk, s.meta_index
             # 8.4 drops the disk options of resource-level volumes; we inherit them
-            t.disk_settings = s.disk_settings + t.disk_settings
+            own = {x.name for x in t.disk_settings}       # the host's own win
+            t.disk_settings = [x for x in s.disk_settings if x.name not in own] + \
+                list(t.disk_settings)
 
     def volume0(self, vols: list[_Vol]) -> _Vol:
         if not vols:

@@ -264,3 +264,28 @@ def test_dry_runs_match(tmp_path):
         assert (got.returncode, got.stdout) == (
             expected.returncode, expected.stdout.replace("/lib/drbd/drbdsetup-84", "drbdsetup")), cmd
         assert not mark.exists(), cmd
+
+
+def test_an_option_written_twice_counts_as_first_written(tmp_path):
+    """drbdadm-84 takes the first of two lines in one section (the resource's still
+    override common's): the same values reach drbdsetup attach."""
+    from tests.integration.nodes import bin_path
+    conf = tmp_path / "drbd.conf"
+    conf.write_text("""common { disk { resync-rate 5M; resync-rate 6M; al-extents 127; } }
+resource r0 {
+  disk { on-io-error detach; on-io-error pass_on; al-extents 257; }
+  on node1 { device /dev/drbd70; disk /tmp/d1.img; address 127.0.0.1:7870; meta-disk internal; }
+  on node2 { device /dev/drbd71; disk /tmp/d2.img; address 127.0.0.2:7870; meta-disk internal; }
+}
+""")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "__DRBD_NODE__": "node1",
+           "LC_ALL": "C"}
+
+    def attach_options(tool: str) -> set[str]:
+        out = subprocess.run([tool, "-c", str(conf), "-d", "attach", "r0"], env=env,
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return {w for w in out.splitlines()[-1].split() if w.startswith("--")}
+
+    expected = attach_options(REAL)
+    assert expected == {"--resync-rate=5M", "--on-io-error=detach", "--al-extents=257"}
+    assert attach_options(bin_path("drbdadm")) == expected
