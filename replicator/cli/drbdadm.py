@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from replicator import rundir, udrbd_version
-from replicator.config import ConfigError, NotForThisHost, current_node, dump_config, load_config
+from replicator.config import (ConfigError, NotForThisHost, current_node, dump_config,
+                              dump_config_xml, load_config)
 from replicator.config.model import Config, Resource, Volume, address_is_local
 from replicator.config.options import DISK as DISK_OPTIONS
 from replicator.config.options import HANDLER_NAMES
@@ -32,7 +33,7 @@ GENERAL OPTIONS:
 COMMANDS:
  attach  detach  disk-options  connect  disconnect  net-options  up  down  primary
  secondary  adjust
- role  cstate  dstate  status  dump  wait-connect  wait-con-int  invalidate
+ role  cstate  dstate  status  dump  dump-xml  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate  resize
  check-resize
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
@@ -711,9 +712,10 @@ def main(argv: list[str] | None = None) -> int:
         for w in cfg.warnings:
             print(w, file=sys.stderr)
         node = current_node()
-        if inv.command == "dump":
-            print(dump_config(cfg, None if not inv.targets or inv.targets == ["all"]
-                              else inv.targets, node), end="")
+        if inv.command in ("dump", "dump-xml"):
+            dump = dump_config if inv.command == "dump" else dump_config_xml
+            print(dump(cfg, None if not inv.targets or inv.targets == ["all"]
+                       else inv.targets, node), end="")
             return 0
         if inv.command in HANDLER_NAMES:
             if len(inv.targets) != 1:

@@ -12,7 +12,7 @@ building), ``options`` (defaults, units, ranges), ``model`` (frozen dataclasses)
 ``loader`` (load_config, parse_text: parse, validate, build the model),
 ``dump`` (``drbdadm dump`` text), ``errors``.
 """
-from .dump import dump_config, esc
+from .dump import dump_config, dump_config_xml, esc
 from .errors import E_CONFIG_INVALID, E_EXEC_ERROR, E_USAGE, ConfigError, NotForThisHost
 from .model import (Address, Common, Config, Host, Resource, Setting, Volume,
                     current_node)
@@ -22,5 +22,5 @@ from .options import SECTIONS, strtoll
 __all__ = [
     "Address", "Common", "Config", "ConfigError", "E_CONFIG_INVALID", "E_EXEC_ERROR",
     "E_USAGE", "Host", "NotForThisHost", "Resource", "SECTIONS", "Setting", "Volume",
-    "current_node", "dump_config", "esc", "load_config", "parse_text", "strtoll",
+    "current_node", "dump_config", "dump_config_xml", "esc", "load_config", "parse_text", "strtoll",
 ]

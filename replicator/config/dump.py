@@ -201,3 +201,110 @@ def dump_config(config: Config, names: list[str] | None = None,
     for res in selected:
         _resource(out, res, node)
     return "\n".join(out.lines) + "\n"
+
+
+# -- dump-xml -------------------------------------------------------------------------------
+def esc_xml(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+def _xml_options(out: _Out, section: str, settings) -> None:
+    if not settings:
+        return
+    out.i(f'<section name="{section}">')
+    out.indent += 1
+    for s in settings:
+        value = "" if s.text is None else f' value="{esc_xml(s.text)}"'
+        out.i(f'<option name="{s.name}"{value}/>')
+    out.indent -= 1
+    out.i("</section>")
+
+
+def _xml_sections(out: _Out, settings) -> None:
+    for section in ("options", "net", "disk", "startup", "handlers"):
+        _xml_options(out, section, settings.get(section, ()))
+
+
+def _xml_volume(out: _Out, vol: Volume) -> None:
+    out.i(f'<volume vnr="{vol.vnr}">')
+    out.indent += 1
+    _xml_options(out, "disk", vol.disk_settings)
+    path = esc_xml(vol.device) if vol.device_named else ""
+    out.i(f'<device minor="{vol.minor}">{path}</device>')
+    out.i(f"<disk>{esc_xml(vol.disk or 'none')}</disk>")
+    if vol.meta_index_text in ("internal", "flexible"):
+        meta = "internal" if vol.meta_index_text == "internal" else esc_xml(vol.meta_disk)
+        out.i(f"<meta-disk>{meta}</meta-disk>")
+    else:
+        out.i(f'<meta-disk index="{vol.meta_index_text}">{esc_xml(vol.meta_disk)}</meta-disk>')
+    out.indent -= 1
+    out.i("</volume>")
+
+
+def _xml_host(out: _Out, host: Host) -> None:
+    if host.floating:
+        out.i('<host floating="1">')
+    else:
+        out.i(f'<host name="{esc_xml(" ".join(host.names))}">')
+    out.indent += 1
+    _xml_options(out, "options", host.option_settings)
+    for vol in host.volumes:
+        _xml_volume(out, vol)
+    a = host.address
+    if a is not None:
+        out.i(f'<address family="{a.af}" port="{a.port}">{esc_xml(a.host)}</address>')
+    out.indent -= 1
+    out.i("</host>")
+
+
+def _xml_resource(out: _Out, res: Resource) -> None:
+    out.i(f'<resource name="{esc_xml(res.name)}" conf-file-line="{esc_xml(res.file)}:'
+          f'{res.line}">')
+    out.indent += 1
+    for host in res.hosts:
+        _xml_host(out, host)
+    _xml_sections(out, res.settings)
+    out.indent -= 1
+    out.i("</resource>")
+
+
+def dump_config_xml(config: Config, names: list[str] | None = None,
+                    node: str | None = None) -> str:
+    """``drbdadm dump-xml [RES...|all]``: the same contents as :func:`dump_config`, in
+    drbdadm-84's XML (what GUIs and cluster tools read). All: ``<config>`` with global
+    (its three options that have XML), common and every resource; named ones bare."""
+    node = current_node() if node is None else node
+    out = _Out()
+    if names and names[0] != "all":
+        for name in names:
+            res = config.resources.get(name)
+            if res is None or not res.is_for(node):
+                raise NotForThisHost(name)
+            _xml_resource(out, res)
+        return "\n".join(out.lines) + "\n"
+    out.i(f'<config file="{esc_xml(config.path)}">')
+    out.indent += 1
+    g = config.global_options
+    if g["minor-count"] or g["disable-ip-verification"] or g["dialog-refresh"] != 1:
+        out.i("<global>")
+        out.indent += 1
+        if g["disable-ip-verification"]:
+            out.i("<disable-ip-verification/>")
+        if g["minor-count"]:
+            out.i(f'<minor-count count="{g["minor-count"]}"/>')
+        if g["dialog-refresh"] != 1:
+            out.i(f'<dialog-refresh refresh="{g["dialog-refresh"]}"/>')
+        out.indent -= 1
+        out.i("</global>")
+    if config.common.present:
+        out.i("<common>")
+        out.indent += 1
+        _xml_sections(out, config.common.settings)
+        out.indent -= 1
+        out.i("</common>")
+    for res in config.resources.values():
+        _xml_resource(out, res)
+    out.indent -= 1
+    out.i("</config>")
+    return "\n".join(out.lines) + "\n"

@@ -132,6 +132,27 @@ def test_dump_matches_drbdadm_84(tmp_path, name):
     assert ours(conf, node) == expected
 
 
+@pytest.mark.parametrize("name", list(DUMPS))
+def test_dump_xml_matches_drbdadm_84(tmp_path, name):
+    """``drbdadm dump-xml`` (what GUIs and cluster tools read), byte for byte; for a
+    named resource too, which drbdadm-84 prints without the <config> around it."""
+    from tests.integration.nodes import bin_path
+    text, node = DUMPS[name]
+    conf = tmp_path / "drbd.conf"
+    conf.write_text(text)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "__DRBD_NODE__": node,
+           "LC_ALL": "C"}
+    cfg = load_config(str(conf))
+    mine = [name for name, res in cfg.resources.items() if res.is_for(node)]
+    for which in [["all"]] + [[r] for r in mine[:1]]:
+        expected = subprocess.run([REAL, "-c", str(conf), "dump-xml", *which], env=env,
+                                  capture_output=True, text=True, timeout=30)
+        got = subprocess.run([bin_path("drbdadm"), "-c", str(conf), "dump-xml", *which],
+                             env=env, capture_output=True, text=True, timeout=30)
+        assert expected.returncode == 0
+        assert (got.returncode, got.stdout) == (0, expected.stdout), which
+
+
 def test_dump_of_named_resources_matches(tmp_path):
     conf = tmp_path / "drbd.conf"
     conf.write_text(DUMPS["volumes"][0])
