@@ -455,9 +455,12 @@ def state_query(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
 
 
 def do_dstate(p: Planner, res: Resource, inv: Invocation) -> int:
-    if inv.dry_run or is_running(res.name):
-        return run_steps(p.minor_steps(res, "dstate"), inv.dry_run)
-    return run_steps(p.meta_steps(res, "dstate"), inv.dry_run)
+    if inv.dry_run:                 # both, as drbdadm-84 prints its fallback too
+        run_steps(p.minor_steps(res, "dstate"), True)
+        return run_steps(p.meta_steps(res, "dstate"), True)
+    if is_running(res.name):
+        return run_steps(p.minor_steps(res, "dstate"), False)
+    return run_steps(p.meta_steps(res, "dstate"), False)
 
 
 def is_attached(name: str) -> bool:

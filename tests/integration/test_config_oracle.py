@@ -261,7 +261,10 @@ def test_sh_queries_match(tmp_path, node):
 
 DRY_RUNS = [["split-brain", "r0"], ["local-io-error", "minor-70"], ["out-of-sync", "r0"],
             ["new-current-uuid", "r0"], ["new-current-uuid", "--clear-bitmap", "r0"],
-            ["--", "--clear-bitmap", "new-current-uuid", "r0"], ["new-current-uuid", "r0/0"]]
+            ["--", "--clear-bitmap", "new-current-uuid", "r0"], ["new-current-uuid", "r0/0"],
+            ["dstate", "r0"], ["cstate", "r0"], ["role", "r0"], ["get-gi", "r0"],
+            ["outdate", "r0"], ["disk-options", "--resync-rate", "10M", "r0"],
+            ["net-options", "--protocol", "A", "r0"], ["primary", "--force", "r0"]]
 
 
 def test_dry_runs_match(tmp_path):
