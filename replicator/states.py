@@ -141,14 +141,51 @@ _ENUM_FIELDS = ("role", "peer", "conn", "disk", "pdsk")
 _FLAG_FIELDS = ("aftr_isp", "peer_isp", "user_isp", "susp")
 
 
+_TARGET_SIDE = (Conn.WFBitMapT, Conn.PausedSyncT, Conn.StartingSyncT, Conn.WFSyncUUID,
+                Conn.Behind)
+_SOURCE_SIDE = (Conn.WFBitMapS, Conn.PausedSyncS, Conn.StartingSyncS, Conn.Ahead)
+
+
+def _disk_limits(conn: Conn) -> tuple[Disk, Disk]:
+    """The best disk and peer disk state ``conn`` allows (8.4's disk_max, pdsk_max)."""
+    if conn in _TARGET_SIDE:
+        return Disk.Outdated, Disk.UpToDate
+    if conn in _SOURCE_SIDE:
+        return Disk.UpToDate, Disk.Consistent     # (8.4: "Outdated would be nice")
+    if conn == Conn.SyncTarget:
+        return Disk.Inconsistent, Disk.UpToDate
+    if conn == Conn.SyncSource:
+        return Disk.UpToDate, Disk.Inconsistent
+    if conn < Conn.Connected:
+        return Disk.UpToDate, Disk.DUnknown
+    return Disk.UpToDate, Disk.UpToDate
+
+
 def sanitize(s: State) -> State:
-    """8.4's sanitize_state for resyncs: one with a pause flag set (pause-sync here or on
-    the peer) is a paused one, and without it a running one again."""
+    """8.4's sanitize_state, the parts udrbd's state changes need:
+    * Consistent and Outdated vanish when connected: the handshake found the data equal
+      (or chose this side as the source), so they are UpToDate;
+    * the connection state caps the disk states: a side waiting to become SyncTarget is
+      at best Outdated, the SyncTarget Inconsistent, and without a connection nothing is
+      known of the peer's disk (8.4's lower bounds, which it only warns about, are left
+      to the code that sets the states);
+    * a resync with a pause flag set (pause-sync here or on the peer) is a paused one,
+      and without it a running one again."""
+    disk, pdsk, conn = s.disk, s.pdsk, s.conn
+    if Conn.Connected <= conn < Conn.Ahead:
+        if disk in (Disk.Consistent, Disk.Outdated):
+            disk = Disk.UpToDate
+        if pdsk in (Disk.Consistent, Disk.Outdated):
+            pdsk = Disk.UpToDate
+    disk_max, pdsk_max = _disk_limits(conn)
+    disk, pdsk = min(disk, disk_max), min(pdsk, pdsk_max)
     paused = s.user_isp or s.peer_isp or s.aftr_isp
     conn = {Conn.SyncSource: Conn.PausedSyncS, Conn.SyncTarget: Conn.PausedSyncT}.get(
-        s.conn, s.conn) if paused else {Conn.PausedSyncS: Conn.SyncSource,
-                                        Conn.PausedSyncT: Conn.SyncTarget}.get(s.conn, s.conn)
-    return s if conn == s.conn else s.with_(conn=conn)
+        conn, conn) if paused else {Conn.PausedSyncS: Conn.SyncSource,
+                                    Conn.PausedSyncT: Conn.SyncTarget}.get(conn, conn)
+    if (disk, pdsk, conn) == (s.disk, s.pdsk, s.conn):
+        return s
+    return s.with_(disk=disk, pdsk=pdsk, conn=conn)
 
 
 def describe_change(old: State, new: State) -> str:

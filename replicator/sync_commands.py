@@ -11,8 +11,8 @@ from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
                                  state_failure)
 from replicator.protocol import Msg
-from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, Conn, Disk, Role,
-                               StateError)
+from replicator.states import (IN_TRANSIENT_STATE, LOWER_THAN_OUTDATED, NEED_CONNECTION,
+                               NO_LOCAL_DISK, Conn, Disk, StateError)
 
 ERR_PAUSE_IS_SET = (134, "Resync pause flag is already set")
 ERR_PAUSE_IS_CLEAR = (135, "Resync pause flag is already cleared")
@@ -25,19 +25,23 @@ def _connected_peer(res: Any) -> Any:
     return None
 
 
-def _target(daemon: Any, args: dict) -> tuple[str, Any, Reply | None]:
+def _target(daemon: Any, args: dict, resync: bool = False) -> tuple[str, Any, Reply | None]:
+    """The resource, or the reply when it has no usable disk (none attached, or it failed
+    and the device goes on through the peer): a resync or verify is refused as 8.4's state
+    engine refuses it (-4), anything else needs a disk (138)."""
     obj, err = check_minor(daemon, args)
     res = daemon.resource
-    if err is None and res.device is None:
-        err = failure(obj, ERR_NO_DISK)
+    if err is None and (res.device is None or res.device.failed):
+        err = state_failure(obj, *NO_LOCAL_DISK) if resync else failure(obj, ERR_NO_DISK)
     return obj, res, err
 
 
 @handler("invalidate")
 async def _invalidate(daemon: Any, args: dict) -> Reply:
-    """This node's data is thrown away: full sync from the peer, or, on a StandAlone
-    Secondary only (as 8.4's drbd_adm_invalidate), just Inconsistent with every bit set."""
-    obj, res, err = _target(daemon, args)
+    """This node's data is thrown away: full sync from the peer, or, while not connected
+    (as 8.4's drbd_adm_invalidate), just Inconsistent with every bit set: the sync
+    follows at the next connect. A Primary needs its data: refused then (-2)."""
+    obj, res, err = _target(daemon, args, resync=True)
     if err:
         return err
     peer = _connected_peer(res)
@@ -52,8 +56,8 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
         return ok()
     if res.state.conn > Conn.Connected:
         return state_failure(obj, -8, "Can not start OV/resync since it is already active")
-    if res.state.conn != Conn.StandAlone or res.state.role != Role.Secondary:
-        return state_failure(obj, *NEED_CONNECTION)      # 8.4 asks for StartingSyncT
+    if res.state.conn > Conn.WFConnection:               # in the handshake
+        return state_failure(obj, *IN_TRANSIENT_STATE)
     res.device.mark_all_out_of_sync()
     res.change("device", disk=Disk.Inconsistent)
     return ok()
@@ -62,7 +66,7 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
 @handler("invalidate-remote")
 async def _invalidate_remote(daemon: Any, args: dict) -> Reply:
     """The peer's data is thrown away: full sync from this node."""
-    obj, res, err = _target(daemon, args)
+    obj, res, err = _target(daemon, args, resync=True)
     if err:
         return err
     peer = _connected_peer(res)
@@ -122,7 +126,7 @@ async def _resume_sync(daemon: Any, args: dict) -> Reply:
 
 @handler("verify")
 async def _verify(daemon: Any, args: dict) -> Reply:
-    obj, res, err = _target(daemon, args)
+    obj, res, err = _target(daemon, args, resync=True)
     if err:
         return err
     if res.peer is None or res.peer.link is None:

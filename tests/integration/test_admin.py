@@ -137,11 +137,29 @@ def test_outdate_and_its_refusals(verify_cluster: Cluster):
     n1.drbdadm("new-current-uuid", "--clear-bitmap", "r0/0")
     for n in c.nodes:
         n.wait_for(in_sync, what="in sync")
-    r = n2.drbdadm("outdate", "r0", check=False)
-    assert r.returncode == 11 and "(-6) Refusing to be Outdated while Connected" in r.stderr
+    n2.drbdadm("outdate", "r0")       # connected: 8.4's sanitize_state turns Outdated back
+    assert n2.snapshot()["disk"] == "UpToDate"                   # into UpToDate at once
     n2.drbdadm("disconnect", "r0")
     n2.drbdadm("outdate", "r0")
     assert n2.snapshot()["disk"] == "Outdated"
+    n2.drbdadm("connect", "r0")       # the same data: Outdated vanishes, as 8.4's sanitize
+    for n in c.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == s["pdsk"] == "UpToDate",
+                   what="connected, UpToDate")
+        assert n.drbdadm("dstate", "r0").stdout.strip() == "UpToDate/UpToDate"
+    n2.drbdadm("primary", "r0")       # (it was refused: -6 while Outdated and Connected)
+    n2.drbdadm("secondary", "r0")
+    n2.drbdadm("disconnect", "r0")
+    n2.drbdadm("invalidate", "r0")    # not connected: Inconsistent now, synced at connect
+    assert n2.snapshot()["disk"] == "Inconsistent"
+    n2.drbdadm("connect", "r0")
+    for n in c.nodes:
+        n.wait_for(in_sync, what="resynced")
+    size_kib = n2.snapshot()["size_kib"]
+    assert f"Began resync as SyncTarget (will sync {size_kib} KB" in \
+        [m for m in n2.log_messages() if "Began resync" in m][-1]
+    n2.drbdadm("disconnect", "r0")
+    n2.drbdadm("outdate", "r0")
     n2.drbdadm("down", "r0")
     out = n2.drbdadm("dstate", "r0").stdout.strip()
     assert out == "Outdated"                                    # drbdmeta's offline answer
