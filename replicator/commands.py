@@ -119,14 +119,16 @@ async def _new_minor(daemon: Any, args: dict) -> Reply:
 
 @handler("attach")
 async def _attach(daemon: Any, args: dict) -> Reply:
-    from replicator.device import AttachError, attach_device  # heavy imports stay lazy
+    from replicator.device import AttachError, attach_device, detach_device  # (lazy: heavy)
     obj, err = check_minor(daemon, args)
     if err:
         return err
     res = daemon.resource
-    if res.device is not None and res.device.failed and res.state.role == Role.Primary:
-        return await _replace_failed_disk(daemon, obj, args)
-    if res.device is not None:
+    if res.device is not None and res.device.failed:
+        if res.state.role == Role.Primary:
+            return await _replace_failed_disk(daemon, obj, args)
+        await detach_device(daemon, force=True)  # (a failed Primary demoted since: 8.4
+    if res.device is not None:                   # has no disk to detach then)
         return failure(obj, ERR_DISK_CONFIGURED)
     if res.state.role == Role.Primary:
         # 8.4 renegotiates on the live connection (disk Negotiating) and, disconnected,

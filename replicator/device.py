@@ -70,7 +70,7 @@ class Device:
         if md.sb.has(MDF.PRIMARY_IND):
             md.set_flag(MDF.CRASHED_PRIMARY, True)
         self.failed = False                   # on-io-error detached the disk: I/O via the peer
-        self._let_go = False                  # ... and its backing disk is closed
+        self._let_go: trio.Event | None = None  # set once its backing disk is closed
         self.release: Callable[[], Awaitable] | None = None    # detach_device, once attached
         self.exposed_uuid = md.uuids[0]       # the data generation the device shows (8.4's
                                               # ed_uuid): the peer's, once the disk failed
@@ -446,21 +446,16 @@ class Device:
         """Close the failed backing disk of a Primary, whose I/O goes through the peer now
         (8.4 puts the disk once the failed requests are done): a new disk can be prepared
         at its path (create-md) and attached. Idempotent."""
-        if self._let_go:
-            return
-        self._let_go = True
-        await self.syncer.quiesce()
-        self.syncer.close()
-        self.stop_superblock_writer()
-        self.md.close()
+        await _close_disk(self, clean=False)
 
     def superblock_version(self) -> int:
         return self._sb_version
 
-    async def superblock_synced(self) -> None:
+    async def superblock_synced(self, even_if_failed: bool = False) -> None:
         """Wait until every superblock change so far is on disk (or the disk failed)."""
         target = self._sb_version
-        while self._sb_writer is not None and self._sb_written < target and not self.failed:
+        while (self._sb_writer is not None and self._sb_written < target
+               and (even_if_failed or not self.failed)):
             await self._sb_progress.wait()
 
     def stop_superblock_writer(self) -> None:
@@ -624,23 +619,59 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     dev = _open_disk(res, disk, meta_disk, meta_index, options)
     size = old.size()
     if dev.md.data_bytes < size:
-        dev.md.close()
+        dev.syncer.close()
+        await trio.to_thread.run_sync(dev.md.detach)
         res.change("device", hard=True, disk=Disk.Diskless)
         raise AttachError(*ERR_DISK_TOO_SMALL)
     dev._size = size
     dev.md.sb.la_size_sect = size // 512
     dev.drop_bits_beyond_size()
-    dev.exposed_uuid = old.exposed_uuid
-    dev.open_count, dev.writers = old.open_count, old.writers
-    dev.fuse_scope, dev.fuse_done = old.fuse_scope, old.fuse_done
     dev.mark_all_out_of_sync()
-    res.device = dev
+    dev.handshake_done()            # a crashed Primary's old disk: the full sync settles it
+    dev.exposed_uuid = old.exposed_uuid
     dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
+    # no checkpoint from here on: an open or close served meanwhile would be counted by
+    # the old engine and lost
+    dev.open_count, dev.writers = old.open_count, old.writers
+    dev.fuse_scope, dev.fuse_done = old.fuse_scope, old.fuse_done
+    res.device = dev
     fuseblk.replace_engine(dev)
     res.change("device", hard=True, disk=Disk.Inconsistent)
     dev.save_superblock()
-    resync.start_sync(res.peer, source=False, full=True, tell_peer=True, starting=True)
+    if res.peer is not None and res.peer.link is not None and res.state.conn == Conn.Connected:
+        resync.start_sync(res.peer, source=False, full=True, tell_peer=True, starting=True)
+    # else (the connection dropped meanwhile) the handshake finds an Inconsistent disk
+
+
+async def _close_disk(dev: Device, clean: bool) -> None:
+    """Take the disk out of use once its I/O is done: the metadata written cleanly (bitmap,
+    empty activity log, clean magic), or, for a disk that failed, just closed."""
+    if dev._let_go is not None:             # (being) done: wait for it
+        await dev._let_go.wait()
+        return
+    dev._let_go = trio.Event()
+    try:
+        await _release_disk(dev, clean)
+    finally:
+        dev._let_go.set()
+
+
+async def _release_disk(dev: Device, clean: bool) -> None:
+    peer = dev.resource.peer
+    if peer is not None and peer.tl:        # A/B: the peer confirms all before the AL goes
+        await peer.flush()
+    async with dev.resize_lock:             # a resize moving the metadata finishes first
+        pass
+    await dev.superblock_synced(even_if_failed=True)   # (a failed write ends quickly)
+    await dev.syncer.quiesce()              # no write, fdatasync or metadata write of the
+    dev.syncer.close()                      # fd we are about to close
+    dev.stop_superblock_writer()
+    try:
+        await trio.to_thread.run_sync(dev.md.detach if clean else dev.md.close)
+    except (MetadataError, OSError) as e:
+        dev.log.device(f"detach: {e}")
+    dev.fd = dev.syncer.fd = -1             # the number may be reused: EBADF from now on
 
 
 def _unstatted_path(path: str) -> str:
@@ -677,26 +708,24 @@ async def detach_device(daemon: Any, force: bool = False,
         except StateError as e:
             return e.code, e.text
     if dev.open_count:
-        from replicator.states import DEVICE_IN_USE
-        return DEVICE_IN_USE
+        if dev.failed:                      # already without its disk: nothing to do
+            return 0, ""
+        if res.state.role != Role.Primary:
+            from replicator.states import DEVICE_IN_USE
+            return DEVICE_IN_USE
+        # a Primary in use goes on through its UpToDate peer (validated above), as 8.4's
+        # diskless Primary; a new disk can be attached later (replace_failed_disk)
+        res.change("device", hard=True, disk=Disk.Failed)
+        dev.failed = True                   # from here on every request goes to the peer
+        await _close_disk(dev, clean=True)
+        res.change("device", hard=True, disk=Disk.Diskless)
+        return 0, ""
     if dev.fuse_scope is not None:
         dev.fuse_scope.cancel()
         await dev.fuse_done.wait()
-    peer = res.peer
-    if peer is not None and peer.tl:        # A/B: the peer confirms all before the AL goes
-        await peer.flush()
     if not dev.failed:
         res.change("device", hard=True, disk=Disk.Failed)
-    async with dev.resize_lock:             # a resize moving the metadata finishes first
-        pass
-    await dev.superblock_synced()
-    await dev.syncer.quiesce()              # no fdatasync of the fd we are about to close
-    dev.syncer.close()
-    dev.stop_superblock_writer()
-    try:
-        await trio.to_thread.run_sync(dev.md.close if dev.failed else dev.md.detach)
-    except (MetadataError, OSError) as e:
-        res.log.device(f"detach: {e}")
+    await _close_disk(dev, clean=not dev.failed)
     res.device = None
     res.change("device", hard=True, disk=Disk.Diskless)
     if serve_diskless:

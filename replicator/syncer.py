@@ -161,11 +161,15 @@ class Syncer:
         self._since_flush = 0
 
     async def quiesce(self) -> None:
-        """Wait until no fdatasync and no write is running (before the file is closed)."""
-        while self._running is not None or self._lane_jobs:
+        """Wait until no fdatasync, write or metadata write is running (before the file is
+        closed)."""
+        while self._running is not None or self._lane_jobs or self._flushing:
             if self._running is not None:
                 await self._running.done.wait()
-            await self._lane_idle.wait()
+            elif self._lane_jobs:
+                await self._lane_idle.wait()
+            else:
+                await trio.sleep(0.005)         # a metadata write in a worker thread
 
     def close(self) -> None:
         """Release the AIO context and the writer thread (after quiesce(), before the file

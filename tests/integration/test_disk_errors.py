@@ -124,6 +124,17 @@ def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
         assert verify_on(n1, seed, offsets) == []   # reads come from node2 now
         assert n2.snapshot()["oos_kib"] > 0          # node2 tracks what node1's disk lacks
         assert in_log(n2, "new current UUID")
+        for cmd in ("invalidate", "invalidate-remote", "verify"):   # no disk to sync
+            r = n1.drbdadm(cmd, "r0", check=False)
+            assert r.returncode == 16, cmd            # (drbdsetup-84's exit code for -4)
+            assert "(-4) Can not resync without local disk" in r.stderr, cmd
+        n1.drbdadm("secondary", "r0")                # demoted, the disk healed: attach
+        disk.heal()                                  # takes it back (8.4: it has none)
+        n1.drbdadm("attach", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="resynced")
+        n1.drbdadm("primary", "r0")
+        assert verify_on(n1, seed, offsets) == []    # from its own disk again
 
 
 def fail_under_writes(c: Cluster, n: Node, disk: FaultyDisk, kinds: tuple[str, ...],
@@ -494,3 +505,44 @@ def test_a_primary_gets_a_new_disk_while_its_file_system_stays_mounted(tmp_path:
         for n in c.nodes:
             n.drbdadm("down", "r0")
         assert data_area_digest(n1, size >> 10) == data_area_digest(n2, size >> 10)
+
+
+def test_a_primary_in_use_detaches_and_attaches_again(tmp_path: Path):
+    """8.4's detach of a Primary whose file system is mounted: the node goes Diskless and
+    its I/O goes on through node2; attach takes the disk (back) with a full sync."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    c = Cluster(tmp_path)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        size = n1.snapshot()["size_kib"] * 1024
+        with loop_device(str(n1.device)) as loop:
+            sh("mkfs.ext3", "-q", loop)
+            sh("mount", loop, str(mnt))
+            try:
+                sums = files_in(mnt, "before")
+                n1.drbdadm("detach", "r0")
+                snap = n1.snapshot()
+                assert (snap["role"], snap["disk"], snap["pdsk"]) == (
+                    "Primary", "Diskless", "UpToDate")
+                assert [m for m in n1.log_messages() if "disk( " in m][-2:] == [
+                    "block drbd0: disk( UpToDate -> Failed )",
+                    "block drbd0: disk( Failed -> Diskless )"]
+                n1.drbdadm("detach", "r0")                # nothing left to detach
+                sums.update(files_in(mnt, "diskless"))   # through node2
+                os.sync()
+                check_files(mnt, sums)
+                n1.drbdadm("attach", "r0")                # the same disk, synced in full
+                for n in c.nodes:
+                    n.wait_for(in_sync, timeout=60, what="attached and synced")
+                sums.update(files_in(mnt, "after"))
+                check_files(mnt, sums)
+            finally:
+                subprocess.run(["umount", str(mnt)], check=False)
+        for n in c.nodes:
+            n.drbdadm("down", "r0")
+        assert data_area_digest(n1, size >> 10) == data_area_digest(n2, size >> 10)
+    finally:
+        c.cleanup()
