@@ -4,7 +4,8 @@
 #   drbd-service.sh start   "[", drbdadm up all (it prints create res / prepare disk /
 #                           adjust disk / adjust net per resource), "]", then
 #                           drbdadm wait-con-int: wait for the peers as each resource's
-#                           startup { wfc-timeout; degr-wfc-timeout; } says
+#                           startup { wfc-timeout; degr-wfc-timeout; } says, and
+#                           drbdadm sh-b-pri all: primary where become-primary-on says so
 #   drbd-service.sh stop    unmount the file systems on this node's DRBD devices,
 #                           "Stopping all DRBD resources", drbdadm down all
 #
@@ -37,6 +38,9 @@ start() {
     if [ "$rc" -ne 0 ]; then
         echo "drbdadm wait-con-int exited with code $rc; continuing without the peer" >&2
     fi
+    # startup { become-primary-on }: promote where it names this host (failures are
+    # reported by drbdadm and do not fail the start, as in the init script)
+    "$DRBDADM" sh-b-pri all || true
 }
 
 # This node's DRBD device paths, one a line (nothing if the configuration does not load:

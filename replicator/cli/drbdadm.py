@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,6 +39,7 @@ COMMANDS:
  check-resize
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
+ sh-b-pri
 """
 
 
@@ -435,6 +437,23 @@ def do_primary(p: Planner, res: Resource, inv: Invocation) -> int:
     return run_steps(p.minor_steps(res, "primary", inv.backend), inv.dry_run)
 
 
+def do_sh_b_pri(p: Planner, res: Resource, inv: Invocation) -> int:
+    """8.4's sh-b-pri, which its init script runs once the peers were waited for: primary
+    where ``startup { become-primary-on }`` names this host (or both); five tries a
+    second apart, as 8.4's, while the peer may still be demoting or resyncing."""
+    names = set(res.startup.get("become-primary-on") or ())
+    if not names & {"both", *p.host(res).names}:
+        return 0
+    for attempt in range(5):
+        try:
+            return run_steps(p.minor_steps(res, "primary"), inv.dry_run)
+        except Failed:
+            if attempt == 4:
+                raise
+            time.sleep(1)
+    return 0
+
+
 def minor_cmd(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     def run(p: Planner, res: Resource, inv: Invocation) -> int:
         return run_steps(p.minor_steps(res, cmd, inv.backend), inv.dry_run)
@@ -596,6 +615,7 @@ SH_QUERIES: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
                                  else v.meta_disk),
     "sh-md-idx": show_per_volume(lambda v: v.meta_index_text),
     "sh-ip": do_sh_ip,
+    "sh-b-pri": do_sh_b_pri,
 }
 
 

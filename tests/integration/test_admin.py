@@ -266,3 +266,23 @@ def test_disk_options_on_the_sync_source_reach_the_resync(tmp_path: Path):
             n.wait_for(in_sync, timeout=60, what="synced")
     finally:
         c.cleanup()
+
+
+def test_sh_b_pri_promotes_where_become_primary_on_says(tmp_path: Path):
+    """The 8.4 init script's last step (and drbd-service.sh's): primary on the nodes that
+    startup { become-primary-on } names; the others stay as they are."""
+    conf = WALKTHROUGH_CONF.replace("wfc-timeout 15;", "wfc-timeout 15; become-primary-on node1;")
+    c = Cluster(tmp_path, size="64M", conf_template=conf)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        n1.drbdadm("secondary", "r0")
+        assert n1.drbdadm("-d", "sh-b-pri", "all").stdout == "drbdsetup primary 0\n"
+        assert n2.drbdadm("-d", "sh-b-pri", "all").stdout == ""
+        for n in (n2, n1):
+            n.drbdadm("sh-b-pri", "all")
+        assert (n1.snapshot()["role"], n2.snapshot()["role"]) == ("Primary", "Secondary")
+        n1.drbdadm("sh-b-pri", "r0")                     # already Primary: nothing to do
+    finally:
+        c.cleanup()
