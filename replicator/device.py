@@ -71,6 +71,9 @@ class Device:
             md.set_flag(MDF.CRASHED_PRIMARY, True)
         self.failed = False                   # on-io-error detached the disk: I/O via the peer
         self._let_go: trio.Event | None = None  # set once its backing disk is closed
+        # attached while connected: what the disk is until a handshake compared it (8.4's
+        # new_state_tmp); the state says Negotiating meanwhile, never UpToDate unchecked
+        self.negotiating_disk: Disk | None = None
         self.release: Callable[[], Awaitable] | None = None    # detach_device, once attached
         self.exposed_uuid = md.uuids[0]       # the data generation the device shows (8.4's
                                               # ed_uuid): the peer's, once the disk failed
@@ -595,8 +598,9 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
     res.device = dev
     dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
-    if res.state.conn >= Conn.Connected:     # the peer's disk state is known (renegotiated
-        res.change("device", hard=True, disk=disk_state)       # next, see commands.attach)
+    if res.state.conn >= Conn.Connected:     # the peer's disk state is known; the disk is
+        dev.negotiating_disk = disk_state     # Negotiating until the handshake compared it
+        res.change("device", hard=True, disk=Disk.Negotiating)     # (commands.attach)
     else:
         res.change("device", hard=True, disk=disk_state, pdsk=pdsk)
     await daemon.diskless.stop()
@@ -611,7 +615,7 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     the same way: DRBD's "replacing a failed disk"). The device keeps its size: a
     smaller disk is refused."""
     from replicator import resync
-    from replicator.commands import ERR_DISK_TOO_SMALL
+    from replicator.commands import ERR_DISK_TOO_SMALL, ERR_INVALID_REQUEST
     import fuseblk
     res = daemon.resource
     old: Device = res.device
@@ -631,6 +635,10 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     dev.exposed_uuid = old.exposed_uuid
     dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
+    if res.peer is None or res.peer.link is None or res.state.conn != Conn.Connected:
+        await _close_disk(dev, clean=True)  # the connection dropped meanwhile: nothing to
+        res.change("device", hard=True, disk=Disk.Diskless)    # sync the new disk from
+        raise AttachError(*ERR_INVALID_REQUEST, "the connection to the peer was lost")
     # no checkpoint from here on: an open or close served meanwhile would be counted by
     # the old engine and lost
     dev.open_count, dev.writers = old.open_count, old.writers
@@ -639,9 +647,7 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     fuseblk.replace_engine(dev)
     res.change("device", hard=True, disk=Disk.Inconsistent)
     dev.save_superblock()
-    if res.peer is not None and res.peer.link is not None and res.state.conn == Conn.Connected:
-        resync.start_sync(res.peer, source=False, full=True, tell_peer=True, starting=True)
-    # else (the connection dropped meanwhile) the handshake finds an Inconsistent disk
+    resync.start_sync(res.peer, source=False, full=True, tell_peer=True, starting=True)
 
 
 async def _close_disk(dev: Device, clean: bool) -> None:
@@ -697,7 +703,16 @@ async def detach_device(daemon: Any, force: bool = False,
                         serve_diskless: bool = True) -> tuple[int, str]:
     """``drbdsetup detach``: refuse while open (or when data would be lost), else unmount and
     close the metadata cleanly (bitmap written, AL emptied, magic clean); then the device
-    file is the diskless one (not when going down)."""
+    file is the diskless one (not when going down). One at a time: a second caller (an
+    I/O error's release and an attach, say) finds the first one's result."""
+    async with _detaching:
+        return await _detach_device(daemon, force, serve_diskless)
+
+
+_detaching = trio.Lock()        # (one resource per daemon process)
+
+
+async def _detach_device(daemon: Any, force: bool, serve_diskless: bool) -> tuple[int, str]:
     res = daemon.resource
     dev: Device | None = res.device
     if dev is None:

@@ -52,6 +52,12 @@ class Resource:
         """
         old = self.state
         new = sanitize(old.with_(**changes))
+        dev = self.device
+        if new.disk == Disk.Negotiating and new.conn < Conn.Connected and dev is not None \
+                and dev.negotiating_disk is not None:    # the connection broke before the
+            new = new.with_(disk=dev.negotiating_disk)   # handshake: the disk's own state
+        if dev is not None and new.disk != Disk.Negotiating:
+            dev.negotiating_disk = None
         if new == old:
             return old
         if not hard:

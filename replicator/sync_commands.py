@@ -11,8 +11,8 @@ from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
                                  state_failure)
 from replicator.protocol import Msg
-from replicator.states import (IN_TRANSIENT_STATE, LOWER_THAN_OUTDATED, NEED_CONNECTION,
-                               NO_LOCAL_DISK, Conn, Disk, StateError)
+from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, NO_LOCAL_DISK, Conn,
+                               Disk, Role, StateError)
 
 ERR_PAUSE_IS_SET = (134, "Resync pause flag is already set")
 ERR_PAUSE_IS_CLEAR = (135, "Resync pause flag is already cleared")
@@ -27,8 +27,8 @@ def _connected_peer(res: Any) -> Any:
 
 def _target(daemon: Any, args: dict, resync: bool = False) -> tuple[str, Any, Reply | None]:
     """The resource, or the reply when it has no usable disk (none attached, or it failed
-    and the device goes on through the peer): a resync or verify is refused as 8.4's state
-    engine refuses it (-4), anything else needs a disk (138)."""
+    and the device goes on through the peer): 138, as late 8.4 answers when it cannot get
+    the disk, or for verify, which 8.4 leaves to its state engine, -4."""
     obj, err = check_minor(daemon, args)
     res = daemon.resource
     if err is None and (res.device is None or res.device.failed):
@@ -38,10 +38,10 @@ def _target(daemon: Any, args: dict, resync: bool = False) -> tuple[str, Any, Re
 
 @handler("invalidate")
 async def _invalidate(daemon: Any, args: dict) -> Reply:
-    """This node's data is thrown away: full sync from the peer, or, while not connected
-    (as 8.4's drbd_adm_invalidate), just Inconsistent with every bit set: the sync
-    follows at the next connect. A Primary needs its data: refused then (-2)."""
-    obj, res, err = _target(daemon, args, resync=True)
+    """This node's data is thrown away: full sync from the peer, or, on a StandAlone
+    Secondary only (as late 8.4's drbd_adm_invalidate), just Inconsistent with every bit
+    set: the full sync follows at the next connect."""
+    obj, res, err = _target(daemon, args)
     if err:
         return err
     peer = _connected_peer(res)
@@ -56,8 +56,8 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
         return ok()
     if res.state.conn > Conn.Connected:
         return state_failure(obj, -8, "Can not start OV/resync since it is already active")
-    if res.state.conn > Conn.WFConnection:               # in the handshake
-        return state_failure(obj, *IN_TRANSIENT_STATE)
+    if res.state.conn != Conn.StandAlone or res.state.role != Role.Secondary:
+        return state_failure(obj, *NEED_CONNECTION)      # 8.4 asks for StartingSyncT
     res.device.mark_all_out_of_sync()
     res.change("device", disk=Disk.Inconsistent)
     return ok()
@@ -66,7 +66,7 @@ async def _invalidate(daemon: Any, args: dict) -> Reply:
 @handler("invalidate-remote")
 async def _invalidate_remote(daemon: Any, args: dict) -> Reply:
     """The peer's data is thrown away: full sync from this node."""
-    obj, res, err = _target(daemon, args, resync=True)
+    obj, res, err = _target(daemon, args)
     if err:
         return err
     peer = _connected_peer(res)

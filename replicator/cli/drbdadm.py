@@ -178,19 +178,30 @@ def _attach_args(vol: Volume) -> list[str]:
 
 
 def _explicit_options(res: Resource, cfg: Config, section: str, skip: set[str]) -> list[str]:
-    """``--name=value`` for the options written in common and the resource, as drbdadm does:
-    the resource's override common's; an option written twice in one section counts once,
-    as first written (drbdadm-84)."""
-    seen: dict[str, str] = {}
-    for settings in (cfg.common.settings.get(section, ()), res.settings.get(section, ())):
-        seen.update(_first_written(s for s in settings if s.name not in skip))
-    return [f"--{k}={v}" for k, v in seen.items()]
+    """``--name=value`` for the options written in common and the resource, as drbdadm-84
+    passes them: the resource's override common's; an option written twice in common
+    counts as first written, and in the resource too, except net options, which it
+    passes as written (drbdsetup then takes the last)."""
+    common = _first_written(s for s in cfg.common.settings.get(section, ())
+                            if s.name not in skip)
+    mine = [s for s in res.settings.get(section, ()) if s.name not in skip]
+    if section == "net":
+        own = [(s.name, _value(s)) for s in mine]
+    else:
+        own = list(_first_written(mine).items())
+    names = {name for name, _ in own}
+    inherited = [(name, value) for name, value in common.items() if name not in names]
+    return [f"--{name}={value}" for name, value in inherited + own]
+
+
+def _value(s) -> str:
+    return "yes" if s.text is None else s.text
 
 
 def _first_written(settings) -> dict[str, str]:
     values: dict[str, str] = {}
     for s in settings:
-        values.setdefault(s.name, "yes" if s.text is None else s.text)
+        values.setdefault(s.name, _value(s))
     return values
 
 

@@ -294,7 +294,8 @@ def test_dry_runs_match(tmp_path):
 
 def test_an_option_written_twice_counts_as_first_written(tmp_path):
     """drbdadm-84 takes the first of two lines in one section (the resource's still
-    override common's): the same values reach drbdsetup attach."""
+    override common's): the same values reach drbdsetup attach. A resource's net lines
+    it passes as written, so there the last counts (drbdsetup takes the last)."""
     from tests.integration.nodes import bin_path
     conf = tmp_path / "drbd.conf"
     conf.write_text("""common { disk { resync-rate 5M; resync-rate 6M; al-extents 127; } }
@@ -315,3 +316,11 @@ resource r0 {
     expected = attach_options(REAL)
     assert expected == {"--resync-rate=5M", "--on-io-error=detach", "--al-extents=257"}
     assert attach_options(bin_path("drbdadm")) == expected
+    conf.write_text(conf.read_text().replace("common {", "common { net { max-buffers 100; "
+                                             "max-buffers 200; }").replace(
+        "al-extents 257; }", "al-extents 257; }\n  net { ping-int 5; ping-int 7; }"))
+    connect = [subprocess.run([tool, "-c", str(conf), "-d", "connect", "r0"], env=env,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+               for tool in (REAL, bin_path("drbdadm"))]
+    for out in connect:
+        assert "--max-buffers=100 --ping-int=5 --ping-int=7" in out, out

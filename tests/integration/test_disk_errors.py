@@ -124,10 +124,12 @@ def test_primary_disk_failure_goes_on_diskless_through_the_peer(tmp_path: Path):
         assert verify_on(n1, seed, offsets) == []   # reads come from node2 now
         assert n2.snapshot()["oos_kib"] > 0          # node2 tracks what node1's disk lacks
         assert in_log(n2, "new current UUID")
-        for cmd in ("invalidate", "invalidate-remote", "verify"):   # no disk to sync
+        for cmd in ("invalidate", "invalidate-remote"):    # no disk to sync (late 8.4)
             r = n1.drbdadm(cmd, "r0", check=False)
-            assert r.returncode == 16, cmd            # (drbdsetup-84's exit code for -4)
-            assert "(-4) Can not resync without local disk" in r.stderr, cmd
+            assert r.returncode == 10, cmd
+            assert "(138) Device does not have a disk-config" in r.stderr, cmd
+        r = n1.drbdadm("verify", "r0", check=False)         # (8.4's state engine: -4)
+        assert r.returncode == 16 and "(-4) Can not resync without local disk" in r.stderr
         n1.drbdadm("secondary", "r0")                # demoted, the disk healed: attach
         disk.heal()                                  # takes it back (8.4: it has none)
         n1.drbdadm("attach", "r0")
@@ -355,6 +357,12 @@ def test_a_diskless_node_connects_and_resyncs_once_it_attaches(tmp_path: Path):
         for n in c.nodes:
             n.wait_for(in_sync, timeout=60, what="resynced after attach")
         assert in_log(n2, "disk attached while connected: renegotiating")
+        # 8.4: Negotiating until a handshake compared it, never UpToDate unchecked while
+        # connected; its own state again once the connection is down
+        disk_lines = [m for m in n2.log_messages() if "disk( " in m]
+        assert "block drbd0: disk( Attaching -> Negotiating )" in disk_lines
+        back = next(m for m in disk_lines if "disk( Negotiating -> " in m)
+        assert "conn( Connected -> " in back
         fail_over_to_node2(c)
         assert verify_on(n2, seed, offsets) == []
     finally:

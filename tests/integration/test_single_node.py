@@ -325,14 +325,14 @@ def test_refusals_while_up_have_drbds_exit_codes(cluster: Cluster):
     r = n.drbdadm("up", "r0", check=False)
     assert r.returncode == 10
     assert "0: Failure: (161) Minor or volume exists already (delete it first)" in r.stderr
-    # not connected, 8.4 invalidates locally (the full sync follows at the next connect);
-    # a Primary keeps its data
-    n.drbdadm("primary", "--force", "r0")
+    # late 8.4 invalidates locally only on a StandAlone Secondary; else it needs a
+    # connection (drbd_adm_invalidate)
     r = n.drbdadm("invalidate", "r0", check=False)
-    assert r.returncode == 17
-    assert "0: State change failed: (-2) Need access to UpToDate data" in r.stderr
+    assert r.returncode == 11
+    assert "0: State change failed: (-15) Need a connection to start verify or resync" in r.stderr
+    n.drbdadm("primary", "--force", "r0")
     n.drbdadm("secondary", "r0")
-    assert n.snapshot()["conn"] == "WFConnection"
+    n.drbdadm("disconnect", "r0")
     n.drbdadm("invalidate", "r0")
     snap = n.snapshot()
     assert snap["disk"] == "Inconsistent" and snap["oos_kib"] == snap["size_kib"]
