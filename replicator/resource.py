@@ -56,13 +56,13 @@ class Resource:
         if new.disk == Disk.Negotiating and new.conn < Conn.Connected and dev is not None \
                 and dev.negotiating_disk is not None:    # the connection broke before the
             new = new.with_(disk=dev.negotiating_disk)   # handshake: the disk's own state
-        if dev is not None and new.disk != Disk.Negotiating:
-            dev.negotiating_disk = None
         if new == old:
             return old
         if not hard:
             self.validate(new)
         self.state = new
+        if dev is not None and new.disk != Disk.Negotiating:
+            dev.negotiating_disk = None
         self.state_changed_at = time.monotonic()
         text = describe_change(old, new)
         if scope == "device":
