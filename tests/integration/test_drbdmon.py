@@ -90,6 +90,7 @@ def test_drbdmon_shows_the_sync_and_its_views_and_quits(syncing: Cluster):
         assert "r0: role( Secondary -> Primary ) disk( Inconsistent -> UpToDate )" in screen
         pane.keys("m")
         pane.wait_for("- Status", "RES:r0")
+        n1.drbdadm("disk-options", "--resync-rate=1000M", "r0")   # the rest at full speed
         for n in syncing.nodes:
             n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate",
                        timeout=120, what="synced")

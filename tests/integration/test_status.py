@@ -14,7 +14,8 @@ import pytest
 
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, bin_path
 
-# c-plan-ahead 0 makes resync-rate the rate: 48 MiB at 2 MiB/s takes ~24 s
+# c-plan-ahead 0 makes resync-rate the rate: 48 MiB at 2 MiB/s would take ~24 s (the
+# tests raise the rate once they have seen the resync run)
 SLOW_CONF = WALKTHROUGH_CONF.replace("common {{ syncer {{ rate 100M; }} }}",
                                      "common {{ disk {{ c-plan-ahead 0; resync-rate 2M; }} }}")
 
@@ -117,7 +118,8 @@ def test_status_and_proc_during_and_after_a_resync(pair: Cluster):
     target = PROC_DEVICE.fullmatch((n2.run_dir / "proc").read_text())
     assert target["cs"] == "SyncTarget" and PROGRESS.fullmatch(target["rest"])["want"]
 
-    for n in pair.nodes:
+    n1.drbdadm("disk-options", "--resync-rate=1000M", "r0")   # seen enough: the running
+    for n in pair.nodes:                                       # resync takes the new rate
         n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate"
                    and s["disk"] == "UpToDate", timeout=120, what="synced")
     done = wait_until(lambda: (m := PROC_DEVICE.fullmatch(proc.read_text()))
