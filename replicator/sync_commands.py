@@ -25,14 +25,14 @@ def _connected_peer(res: Any) -> Any:
     return None
 
 
-def _target(daemon: Any, args: dict, resync: bool = False) -> tuple[str, Any, Reply | None]:
+def _target(daemon: Any, args: dict, verify: bool = False) -> tuple[str, Any, Reply | None]:
     """The resource, or the reply when it has no usable disk (none attached, or it failed
     and the device goes on through the peer): 138, as late 8.4 answers when it cannot get
     the disk, or for verify, which 8.4 leaves to its state engine, -4."""
     obj, err = check_minor(daemon, args)
     res = daemon.resource
     if err is None and (res.device is None or res.device.failed):
-        err = state_failure(obj, *NO_LOCAL_DISK) if resync else failure(obj, ERR_NO_DISK)
+        err = state_failure(obj, *NO_LOCAL_DISK) if verify else failure(obj, ERR_NO_DISK)
     return obj, res, err
 
 
@@ -126,7 +126,7 @@ async def _resume_sync(daemon: Any, args: dict) -> Reply:
 
 @handler("verify")
 async def _verify(daemon: Any, args: dict) -> Reply:
-    obj, res, err = _target(daemon, args, resync=True)
+    obj, res, err = _target(daemon, args, verify=True)
     if err:
         return err
     if res.peer is None or res.peer.link is None:

@@ -484,15 +484,6 @@ def state_query(cmd: str) -> Callable[[Planner, Resource, Invocation], int]:
     return run
 
 
-def do_dstate(p: Planner, res: Resource, inv: Invocation) -> int:
-    if inv.dry_run:                 # both, as drbdadm-84 prints its fallback too
-        run_steps(p.minor_steps(res, "dstate"), True)
-        return run_steps(p.meta_steps(res, "dstate"), True)
-    if is_running(res.name):
-        return run_steps(p.minor_steps(res, "dstate"), False)
-    return run_steps(p.meta_steps(res, "dstate"), False)
-
-
 def is_attached(name: str) -> bool:
     from replicator import control
     from replicator.cli import drbdsetup
@@ -515,10 +506,6 @@ def online_or_meta(cmd: str, online: Callable[[str], bool] = is_running
             return run_steps(p.minor_steps(res, cmd), False)
         return run_steps(p.meta_steps(res, cmd), False)
     return run
-
-
-def do_new_current_uuid(p: Planner, res: Resource, inv: Invocation) -> int:
-    return run_steps(p.minor_steps(res, "new-current-uuid", inv.backend), inv.dry_run)
 
 
 def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -645,7 +632,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "secondary": minor_cmd("secondary"),
     "role": state_query("role"),
     "cstate": state_query("cstate"),
-    "dstate": do_dstate,
+    "dstate": online_or_meta("dstate"),
     "status": do_status,
     "wait-connect": do_wait_connect,
     "invalidate": online_or_meta("invalidate"),
@@ -655,7 +642,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "pause-sync": minor_cmd("pause-sync"),
     "resume-sync": minor_cmd("resume-sync"),
     "verify": minor_cmd("verify"),
-    "new-current-uuid": do_new_current_uuid,
+    "new-current-uuid": minor_cmd("new-current-uuid"),
     "create-md": offline_meta("create-md"),
     "dump-md": offline_meta("dump-md"),
     "show-gi": online_or_meta("show-gi", is_attached),
