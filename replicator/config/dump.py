@@ -104,9 +104,23 @@ def _global(out: _Out, g, explicit: frozenset[str]) -> None:
     out.lines.append("")
 
 
+SECTION_ORDER = ("options", "net", "disk", "startup", "handlers")   # as drbdadm-84 prints
+
+
 def _sections(out: _Out, settings) -> None:
-    for section in ("options", "net", "disk", "startup", "handlers"):
+    for section in SECTION_ORDER:
         out.options(section, settings.get(section, ()))
+
+
+def _named(config: Config, names: list[str], node: str) -> list[Resource]:
+    """The named resources, each with a section for ``node`` (else NotForThisHost)."""
+    selected = []
+    for name in names:
+        res = config.resources.get(name)
+        if res is None or not res.is_for(node):
+            raise NotForThisHost(name)
+        selected.append(res)
+    return selected
 
 
 def _volume(out: _Out, vol: Volume) -> None:
@@ -192,12 +206,7 @@ def dump_config(config: Config, names: list[str] | None = None,
             out.lines.append("")
         selected = list(config.resources.values())
     else:
-        selected = []
-        for name in names:
-            res = config.resources.get(name)
-            if res is None or not res.is_for(node):
-                raise NotForThisHost(name)
-            selected.append(res)
+        selected = _named(config, names, node)
     for res in selected:
         _resource(out, res, node)
     return "\n".join(out.lines) + "\n"
@@ -222,7 +231,7 @@ def _xml_options(out: _Out, section: str, settings) -> None:
 
 
 def _xml_sections(out: _Out, settings) -> None:
-    for section in ("options", "net", "disk", "startup", "handlers"):
+    for section in SECTION_ORDER:
         _xml_options(out, section, settings.get(section, ()))
 
 
@@ -277,10 +286,7 @@ def dump_config_xml(config: Config, names: list[str] | None = None,
     node = current_node() if node is None else node
     out = _Out()
     if names and names[0] != "all":
-        for name in names:
-            res = config.resources.get(name)
-            if res is None or not res.is_for(node):
-                raise NotForThisHost(name)
+        for res in _named(config, names, node):
             _xml_resource(out, res)
         return "\n".join(out.lines) + "\n"
     out.i(f'<config file="{esc_xml(config.path)}">')
