@@ -21,6 +21,7 @@ demo: setup
 bench: setup
 	$(PY) -m bench
 	$(PY) -m bench.resync
+	$(PY) -m bench.floor
 
 install-service: setup
 	@bash scripts/install-service.sh "$(CURDIR)"
