@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from replicator import control, rundir, snapshot
+from replicator import control, fencing, rundir, snapshot
 from replicator.states import TWO_PRIMARIES, Conn, Disk, Role
 
 Reply = dict[str, Any]
@@ -405,19 +405,23 @@ async def _disconnect(daemon: Any, args: dict) -> Reply:
 async def disconnect(daemon: Any) -> None:
     """Graceful: the peer hears it (and logs TearDown); we end StandAlone."""
     res = daemon.resource
+    outdate = fencing.disconnect_outdates(res)
     peer = res.peer
     res.peer = None
     if peer is not None:
-        await peer.stop()
+        await peer.stop(outdate)
         with trio.move_on_after(5):          # its listener closed: a connect may follow
             await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
         had_peer_data = res.state.pdsk >= Disk.Inconsistent
-        res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
-                   pdsk=Disk.DUnknown)
+        fenced = res.state.pdsk == Disk.Outdated and res.state.conn < Conn.Connected
+        res.change("resource", hard=True, **{"conn": Conn.Disconnecting, "peer": Role.Unknown,
+                   "pdsk": Disk.Outdated if fenced else Disk.DUnknown,
+                   **fencing.outdated_by_disconnect(res, outdate, ours=True)})
         res.change("resource", hard=True, conn=Conn.StandAlone)
         if had_peer_data and res.state.role == Role.Primary and res.device is not None:
             res.device.new_current_uuid_if_needed()
+        fencing.after_connection_loss(res)
     res.net = None
 
 

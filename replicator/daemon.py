@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from replicator import commands, control, rundir, sync_commands  # noqa: F401 (registers)
+from replicator import commands, control, io_commands, rundir, sync_commands  # noqa: F401
 from replicator import procfile
 from replicator.diskless import DisklessFile
 from replicator.resource import Resource

@@ -23,9 +23,10 @@ from meta.activity_log import ActivityLogBusy
 from meta.bitmap import Bitmap
 from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata, ppsize
 from meta.superblock import MDF
-from replicator import latency
+from replicator import fencing, latency
 from replicator import uuids as U
-from replicator.states import Conn, Disk, Role, State, StateError
+from replicator.states import (NO_UP_TO_DATE_DISK, PRIMARY_NOP, Conn, Disk, Role, State,
+                               StateError)
 from replicator.syncer import Syncer
 
 KIB = 1024
@@ -100,6 +101,8 @@ class Device:
         return self._size
 
     async def read(self, offset: int, length: int) -> bytes:
+        if self.resource.state.suspended:
+            await self.resource.io_allowed()
         s = self.resource.state
         if self.failed or (s.disk < Disk.UpToDate and self.bitmap.count_bits(
                 offset // 4096, (offset + length - 1) // 4096 - offset // 4096 + 1)):
@@ -123,6 +126,8 @@ class Device:
         return data
 
     async def write(self, offset: int, data: bytes | memoryview) -> int:
+        if self.resource.state.suspended:
+            await self.resource.io_allowed()
         if self.failed:
             return await self._write_to_peer_only(offset, data)
         t0 = latency.clock()
@@ -155,6 +160,9 @@ class Device:
                 await wait_polling(pending.done, ACK_POLL_NS if alone else 0)
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
+            if pending is not None and pending.lost and self.resource.state.suspended:
+                await self.resource.io_allowed()        # the peer missed it: not done
+                                                        # before the peer is fenced
         finally:
             if release_al:
                 self._al_end(first, last)
@@ -243,6 +251,8 @@ class Device:
     async def flush(self) -> None:
         """fsync: the local disk and the peer's, in parallel; EIO if neither has it all on
         stable storage. New generation UUIDs reach the disk first."""
+        if self.resource.state.suspended:
+            await self.resource.io_allowed()
         await self.superblock_synced()
         peer = self.resource.peer
         mirrored = peer is not None and peer.mirroring()
@@ -256,10 +266,15 @@ class Device:
             return
         fid = peer.start_flush()        # the FLUSH travels while the local sync runs
         local_ok = await self.syncer.sync()
-        if not (await peer.flush_done(fid) or local_ok):
+        peer_ok = await peer.flush_done(fid)
+        if not (peer_ok or local_ok):
             raise pyfuse3.FUSEError(errno.EIO)
+        if not peer_ok and self.resource.state.suspended:
+            await self.resource.io_allowed()    # the peer went away: not before it is fenced
 
     async def discard(self, offset: int, length: int) -> None:
+        if self.resource.state.suspended:
+            await self.resource.io_allowed()
         if self.failed:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
@@ -297,17 +312,35 @@ class Device:
 
     # -- roles ------------------------------------------------------------------------------
     async def promote(self, force: bool) -> tuple[int, str]:
+        """8.4's drbd_set_role: up to four tries, each answering the last refusal -- force a
+        disk UpToDate (``--force``), or fence the peer (fencing: a peer not known to be
+        Outdated must be fenced first; a Consistent disk is UpToDate once it is)."""
         res = self.resource
-        s = res.state
         changes: dict[str, Any] = {"role": Role.Primary}
         forced = False
-        if force and s.disk in (Disk.Inconsistent, Disk.Outdated, Disk.Consistent):
-            changes["disk"] = Disk.UpToDate
-            forced = True
-        try:
-            res.validate(s.with_(**changes))
-        except StateError as e:
-            return e.code, e.text
+        err = (0, "")
+        for _ in range(4):
+            s = res.state
+            try:
+                res.validate(s.with_(**changes))
+                err = (0, "")
+                break
+            except StateError as e:
+                err = (e.code, e.text)
+            if err == NO_UP_TO_DATE_DISK and force and Disk.Inconsistent <= s.disk < Disk.UpToDate:
+                changes["disk"], forced = Disk.UpToDate, True
+            elif err == NO_UP_TO_DATE_DISK and s.disk == Disk.Consistent and "pdsk" not in changes:
+                if await fencing.try_outdate_peer(res):
+                    changes["disk"] = Disk.UpToDate
+            elif err == PRIMARY_NOP and "pdsk" not in changes:
+                if not await fencing.try_outdate_peer(res) and force:
+                    self.log.device("Forced into split brain situation!")
+                    changes["pdsk"] = Disk.Outdated
+            else:
+                break
+        if err[0]:
+            return err
+        s = res.state
         if forced:
             self.log.device("Forced to consider local data as UpToDate!")
         uu = self.md.uuids

@@ -17,17 +17,21 @@ import trio
 DRBDADM = str(Path(sys.executable).parent / "drbdadm")
 
 
-async def call(res: Any, name: str) -> int:
-    """Run one handler to completion; returns its exit code (0 when none is configured)."""
-    cmd = [DRBDADM, name, f"minor-{res.minor}"]
-    label = f"helper command: drbdadm {name} minor-{res.minor}"
-    res.log.device(label)
+async def call(res: Any, name: str, connection: bool = False) -> int:
+    """Run one handler to completion; returns its exit code (0 when none is configured).
+    ``connection``: a connection's handler (fence-peer), which 8.4 calls with the resource
+    name and logs with the resource's prefix; the others get ``minor-N``."""
+    target = res.name if connection else f"minor-{res.minor}"
+    cmd = [DRBDADM, name, target]
+    label = f"helper command: drbdadm {name} {target}"
+    log = res.log.resource_line if connection else res.log.device
+    log(label)
     try:
         proc = await trio.run_process(cmd, check=False, stdin=subprocess.DEVNULL,
                                       capture_stdout=True, capture_stderr=True)
         rc = proc.returncode
     except OSError as e:
-        res.log.device(f"{label} failed: {e.strerror}")
+        log(f"{label} failed: {e.strerror}")
         return 1
-    res.log.device(f"{label} exit code {rc} (0x{(rc & 0xff) << 8:x})")
+    log(f"{label} exit code {rc} (0x{(rc & 0xff) << 8:x})")
     return rc

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import trio
 
 from fuseblk._lowlevel import wait_polling
-from replicator import handlers, latency, resize, resync, verify
+from replicator import fencing, handlers, latency, resize, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
 from replicator.link import LinkClosed, PeerLink
@@ -38,9 +38,11 @@ MIRRORING = frozenset({Conn.Connected, Conn.StartingSyncS, Conn.StartingSyncT, C
 class SessionEnd(Exception):
     """Why a session ended: the transient conn state to pass through, and whether to retry."""
 
-    def __init__(self, reason: Conn, retry: bool = True, message: str = ""):
+    def __init__(self, reason: Conn, retry: bool = True, message: str = "",
+                 changes: dict | None = None):
         super().__init__(message or reason.name)
         self.reason, self.retry, self.message = reason, retry, message
+        self.changes = changes or {}      # more state changes with the first one (fencing)
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Peer:
         self.ping_waiting: trio.Event | None = None
         self.reads: dict[int, tuple[trio.Event, list]] = {}
         self.read_id = 0
+        self.sessions = 0      # connections that reached the handshake (fencing counts)
         self.ns_kib = 0        # sent to the peer (application + resync data)
         self.nr_kib = 0        # received from the peer
 
@@ -198,10 +201,12 @@ class Peer:
         if end.message and end.reason != Conn.Disconnecting:
             self.log.resource_line(end.message)
         reason = end.reason if end.retry else Conn.Disconnecting
-        res.change("resource", hard=True, conn=reason, peer=Role.Unknown, pdsk=Disk.DUnknown,
-                   aftr_isp=False, peer_isp=False, user_isp=False)
+        res.change("resource", hard=True, **{"conn": reason, "peer": Role.Unknown,
+                   "pdsk": Disk.DUnknown, "aftr_isp": False, "peer_isp": False,
+                   "user_isp": False, **end.changes})
         if was_primary_with_peer and self.dev is not None:
             self.dev.new_current_uuid_if_needed()
+        fencing.after_connection_loss(res)
         if end.retry:
             res.change("resource", hard=True, conn=Conn.Unconnected)
         else:
@@ -230,13 +235,15 @@ class Peer:
             ev.set()
         self.reads.clear()
 
-    async def stop(self) -> None:
-        """Graceful disconnect: tell the peer, then drop the connection."""
+    async def stop(self, outdate: str = "") -> None:
+        """Graceful disconnect: tell the peer, then drop the connection. ``outdate``
+        (fencing): "peer" asks the peer to outdate itself, "self" says we did."""
         self.stopping = True
         if self.link is not None and not self.link.closed:
             sent = trio.Event()
             try:
-                self.link.send(Msg.DISCONNECT, {}, done=sent)
+                self.link.send(Msg.DISCONNECT, {"outdate": outdate} if outdate else {},
+                               done=sent)
                 with trio.move_on_after(2):
                     await sent.wait()      # after everything queued before it (STATE...)
             except LinkClosed:
@@ -246,6 +253,7 @@ class Peer:
     # -- session ----------------------------------------------------------------------------
     async def _session(self, link: PeerLink) -> None:
         self.link = link
+        self.sessions += 1
         self.received_upto = self.written_upto = self.acked_upto = 0
         self.peer_acked_upto = self.seq       # the last session settled every earlier write
         self.dispatching = self.sync_aborted = self.data_received = False
@@ -336,6 +344,7 @@ class Peer:
             "verify-alg": o["verify-alg"],
             "csums-alg": o["csums-alg"],
             "update": self.settings_update,
+            "fencing": dev.fencing if dev is not None else "dont-care",
         })
 
     def _uuid_flags(self) -> int:
@@ -641,7 +650,8 @@ class Peer:
                 box.append(None if b.get("err") else bytes(frame.data or b""))
                 ev.set()
         elif t == Msg.DISCONNECT:
-            raise SessionEnd(Conn.TearDown)
+            raise SessionEnd(Conn.TearDown, changes=fencing.outdated_by_disconnect(
+                self.res, b.get("outdate", "")))
         elif t == Msg.OV_REQUEST:
             await verify.answer(self, b)
         elif t == Msg.SYNC_PARAM:

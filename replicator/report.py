@@ -30,7 +30,9 @@ def repl9(conn: str) -> str:
 
 
 def susp_text(snap: dict) -> str:
-    return "user" if snap.get("susp") else "no"
+    """``suspended:`` of status and events2: why application I/O waits."""
+    return ",".join(w for w, k in (("user", "susp"), ("fencing", "susp_fen"))
+                    if snap.get(k)) or "no"
 
 
 def resync_susp_text(snap: dict) -> str:
@@ -155,7 +157,7 @@ def status(snap: dict, verbose: bool = False, statistics: bool = False, columns:
     if verbose:
         w(4, f" node-id:{snap.get('node_id', 0)}")
     w(4, f" role:{snap['role']}")
-    if verbose or snap.get("susp"):
+    if verbose or susp_text(snap) != "no":
         w(4, f" suspended:{susp_text(snap)}")
     if verbose:
         w(4, " force-io-failures:no")
@@ -284,7 +286,7 @@ def proc_device(snap: dict) -> str:
         out = f"{minor:2d}: cs:Unconfigured\n"
     else:
         proto = snap.get("protocol") if snap.get("net") else None
-        flags = (("s" if snap.get("susp") else "r") + ("a" if snap.get("aftr_isp") else "-")
+        flags = (("s" if susp_text(snap) != "no" else "r") + ("a" if snap.get("aftr_isp") else "-")
                  + ("p" if snap.get("peer_isp") else "-") + ("u" if snap.get("user_isp") else "-")
                  + "--")
         out = (f"{minor:2d}: cs:{snap['conn']} ro:{snap['role']}/{snap['peer']} "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import trio
+
 from replicator.states import (Conn, Disk, Role, State, StateError, check_valid,
                                describe_change, sanitize)
 from replicator.statelog import ResourceLog
@@ -32,17 +34,33 @@ class Resource:
         self.listeners: list[Listener] = []
         self.nursery = None           # the daemon's, for work started by events
         self.state_changed_at = time.monotonic()
+        self._resumed = trio.Event()  # set (and replaced) whenever suspended I/O may go on
 
     # -- state machine -------------------------------------------------------------------
     def device_open(self) -> bool:
         return self.device is not None and self.device.open_count > 0
 
-    def validate(self, new: State) -> None:
+    def validate(self, new: State, old: State | None = None) -> None:
+        """DRBD's rules for ``new``; as 8.4, a change out of a state that already broke the
+        same rule is let through (e.g. resume-io on a Primary the fence-peer handler could
+        not fence: the admin must be able to act on it)."""
         net = self.net or {}
-        check_valid(new, device_open=self.device_open(),
-                    allow_two_primaries=bool(net.get("allow-two-primaries", False)),
-                    fencing=(self.device.fencing if self.device else "dont-care"),
-                    verify_alg=bool(net.get("verify-alg")))
+        def check(s: State) -> None:
+            check_valid(s, device_open=self.device_open(),
+                        allow_two_primaries=bool(net.get("allow-two-primaries", False)),
+                        fencing=(self.device.fencing if self.device else "dont-care"),
+                        verify_alg=bool(net.get("verify-alg")))
+        try:
+            check(new)
+        except StateError as e:
+            if old is None:
+                raise
+            try:
+                check(old)
+            except StateError as was:
+                if was.code == e.code:
+                    return
+            raise e from None
 
     def change(self, scope: str = "device", *, hard: bool = False, **changes: Any) -> State:
         """Apply a state change; raise StateError if DRBD's rules refuse it.
@@ -56,10 +74,11 @@ class Resource:
         if new.disk == Disk.Negotiating and new.conn < Conn.Connected and dev is not None \
                 and dev.negotiating_disk is not None:    # the connection broke before the
             new = new.with_(disk=dev.negotiating_disk)   # handshake: the disk's own state
+        new = self._fencing_freeze(old, new)
         if new == old:
             return old
         if not hard:
-            self.validate(new)
+            self.validate(new, old)
         self.state = new
         if dev is not None and new.disk != Disk.Negotiating:
             dev.negotiating_disk = None
@@ -74,7 +93,30 @@ class Resource:
         if self.peer is not None:
             self.peer.state_changed(old, new)
         self.notify("state", {"old": old, "new": new})
+        if old.suspended and not new.suspended:
+            self._resumed.set()
+            self._resumed = trio.Event()
+        if new.susp_fen and old.pdsk > Disk.Outdated >= new.pdsk:
+            return self.change(scope, hard=True, susp_fen=False)     # the peer is fenced
         return new
+
+    def _fencing_freeze(self, old: State, new: State) -> State:
+        """8.4's resource-and-stonith: a Primary that loses its UpToDate peer freezes I/O
+        until the fence-peer handler has fenced the peer (or the connection is back)."""
+        dev = self.device
+        if dev is not None and not dev.failed and dev.fencing == "resource-and-stonith":
+            def unfenced(s: State) -> bool:
+                return s.role == Role.Primary and s.conn < Conn.Connected and s.pdsk > Disk.Outdated
+            if unfenced(new) and not unfenced(old):
+                new = new.with_(susp_fen=True)
+        if new.susp_fen and old.conn < Conn.Connected <= new.conn:
+            new = new.with_(susp_fen=False)
+        return new
+
+    async def io_allowed(self) -> None:
+        """Wait while application I/O is suspended (suspend-io, or fencing)."""
+        while self.state.suspended:
+            await self._resumed.wait()
 
     def try_change(self, scope: str = "device", **changes: Any) -> tuple[int, str]:
         """Like change(), for commands: (0, "") or (SS code, DRBD's text)."""

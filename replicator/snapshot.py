@@ -81,6 +81,7 @@ def take(res: Any) -> dict:
         "disk": s.disk.name,
         "pdsk": s.pdsk.name,
         "susp": s.susp,
+        "susp_fen": s.susp_fen,
         "aftr_isp": s.aftr_isp,
         "peer_isp": s.peer_isp,
         "user_isp": s.user_isp,

@@ -65,13 +65,19 @@ class State:
     conn: Conn = Conn.StandAlone
     disk: Disk = Disk.Diskless
     pdsk: Disk = Disk.DUnknown
-    susp: bool = False
+    susp: bool = False          # I/O suspended by the admin (suspend-io)
+    susp_fen: bool = False      # frozen while the fence-peer handler decides (stonith)
     aftr_isp: bool = False
     peer_isp: bool = False
     user_isp: bool = False
 
     def with_(self, **changes: object) -> "State":
         return replace(self, **changes)
+
+    @property
+    def suspended(self) -> bool:
+        """Application I/O waits (8.4's is_susp: by the admin or by fencing)."""
+        return self.susp or self.susp_fen
 
 
 class StateError(Exception):
@@ -138,7 +144,7 @@ def check_valid(new: State, *, device_open: bool = False, allow_two_primaries: b
 
 
 _ENUM_FIELDS = ("role", "peer", "conn", "disk", "pdsk")
-_FLAG_FIELDS = ("aftr_isp", "peer_isp", "user_isp", "susp")
+_FLAG_FIELDS = ("aftr_isp", "peer_isp", "user_isp")
 
 
 _TARGET_SIDE = (Conn.WFBitMapT, Conn.PausedSyncT, Conn.StartingSyncT, Conn.WFSyncUUID,
@@ -199,6 +205,8 @@ def describe_change(old: State, new: State) -> str:
         a, b = getattr(old, name), getattr(new, name)
         if a != b:
             parts.append(f"{name}( {int(a)} -> {int(b)} )")
+    if old.suspended != new.suspended:         # one flag in the log, whatever the reason
+        parts.append(f"susp( {int(old.suspended)} -> {int(new.suspended)} )")
     return " ".join(parts)
 
 
@@ -208,5 +216,5 @@ def changed_fields(old: State, new: State) -> list[str]:
 
 def proc_flags(state: State, suspended: bool = False) -> str:
     """The six /proc/drbd flag characters after the protocol letter (``r-----``)."""
-    return ("s" if state.susp or suspended else "r") + ("a" if state.aftr_isp else "-") + \
+    return ("s" if state.suspended or suspended else "r") + ("a" if state.aftr_isp else "-") + \
         ("p" if state.peer_isp else "-") + ("u" if state.user_isp else "-") + "--"

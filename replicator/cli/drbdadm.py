@@ -36,7 +36,7 @@ COMMANDS:
  secondary  adjust
  role  cstate  dstate  status  dump  dump-xml  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate  resize
- check-resize
+ check-resize  suspend-io  resume-io
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
  sh-b-pri
@@ -643,6 +643,8 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "resume-sync": minor_cmd("resume-sync"),
     "verify": minor_cmd("verify"),
     "new-current-uuid": minor_cmd("new-current-uuid"),
+    "suspend-io": minor_cmd("suspend-io"),
+    "resume-io": minor_cmd("resume-io"),
     "create-md": offline_meta("create-md"),
     "dump-md": offline_meta("dump-md"),
     "show-gi": online_or_meta("show-gi", is_attached),

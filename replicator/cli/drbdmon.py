@@ -72,13 +72,13 @@ def summary(snap: dict) -> str:
 def degraded(snap: dict) -> bool:
     """A problem: not Connected (or syncing), or a disk of either side not UpToDate."""
     return (snap["conn"] != "Connected" or snap["disk"] != "UpToDate"
-            or snap["pdsk"] != "UpToDate" or bool(snap.get("susp")))
+            or snap["pdsk"] != "UpToDate" or report.susp_text(snap) != "no")
 
 
 def _alert(snap: dict) -> bool:
     return (snap["conn"] in ("StandAlone", "Disconnecting", "Timeout", "BrokenPipe",
                              "NetworkFailure", "ProtocolError", "TearDown")
-            or snap["disk"] in ("Diskless", "Failed", "Outdated") or bool(snap.get("susp")))
+            or snap["disk"] in ("Diskless", "Failed", "Outdated") or report.susp_text(snap) != "no")
 
 
 # -- rendering (pure: lines of (text, style)) -------------------------------------------------

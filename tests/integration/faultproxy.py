@@ -5,6 +5,8 @@
 
 ``source`` is the address the proxy connects from (the one the target expects its peer
 at). After ``corrupt_after`` bytes (counted over both directions) one byte is inverted, once.
+``cut()`` partitions the link as a network would: bytes in flight and new connections
+vanish without an answer (no reset); ``heal()`` lets new connections through again.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class FaultProxy:
         self.corrupted = threading.Event()
         self.forwarded = 0
         self._stop = threading.Event()
+        self._cut = threading.Event()
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -52,6 +55,10 @@ class FaultProxy:
                 continue
             except OSError:
                 return
+            if self._cut.is_set():          # held open, never answered, never forwarded
+                with self._lock:
+                    self._socks.append(client)
+                continue
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 upstream.bind((self.source, 0))
@@ -71,6 +78,8 @@ class FaultProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self._cut.is_set():
+                    continue                # lost in the partition
                 if self.corrupt_after is not None and not self.corrupted.is_set():
                     with self._lock:
                         start = self.forwarded
@@ -90,3 +99,9 @@ class FaultProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    def heal(self) -> None:
+        self._cut.clear()

@@ -1,0 +1,268 @@
+"""Resource-level fencing as DRBD 8.4 does it: ``disk { fencing resource-only |
+resource-and-stonith; }`` and a ``fence-peer`` handler, plus suspend-io/resume-io.
+
+The handler is what an ssh-based fence-peer script does: it outdates the peer's disk on
+the peer (here: drbdadm with the peer node's environment) and exits 4; marker files make
+it wait, fail, or find the peer unreachable. Partitions come from two FaultProxy links that
+drop everything, as a network would, while both daemons stay alive.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from tests.integration.faultproxy import FaultProxy
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, bin_path, free_port, in_sync
+from tests.integration.test_durability import proxied_configs
+
+FENCE_SCRIPT = """#!/bin/sh
+base={base}
+peer=$DRBD_PEERS
+echo "$DRBD_RESOURCE $peer" >> "$base/fence-calls"
+if [ -e "$base/hold" ]; then
+    while [ ! -e "$base/go" ]; do sleep 0.05; done
+fi
+[ -e "$base/broken" ] && exit 1
+[ -e "$base/$peer.unreachable" ] && exit 5
+conf="$base/$peer.conf"
+[ -e "$conf" ] || conf="$base/drbd.conf"
+env __DRBD_NODE__="$peer" UDRBD_RUN_DIR="$base/$peer/run" UDRBD_STATE_DIR="$base/$peer/run" \\
+    UDRBD_CONFIG="$conf" {drbdadm} outdate "$DRBD_RESOURCE" || exit 1
+exit 4
+"""
+
+
+def fencing_cluster(tmp_path: Path, policy: str) -> Cluster:
+    script = tmp_path / "fence-peer.sh"
+    script.write_text(FENCE_SCRIPT.format(base=tmp_path, drbdadm=bin_path("drbdadm")))
+    script.chmod(0o755)
+    conf = (WALKTHROUGH_CONF
+            .replace("net {{\n", "net {{\nping-int 1;\nconnect-int 1;\n")
+            .replace("startup {{", f"disk {{{{ fencing {policy}; }}}}\n"
+                     f'handlers {{{{ fence-peer "{script}"; }}}}\nstartup {{{{'))
+    return Cluster(tmp_path, size="64M", conf_template=conf)
+
+
+def fence_calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "fence-calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+class BlockWriter(threading.Thread):
+    """One 4 KiB write to the device, in the background (it may be frozen)."""
+
+    def __init__(self, device: Path, offset: int, data: bytes):
+        super().__init__(daemon=True)
+        self.device, self.offset, self.data = device, offset, data
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            fd = os.open(self.device, os.O_RDWR)
+            try:
+                os.pwrite(fd, self.data, self.offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self.error = e
+
+
+def write_block(device: Path, offset: int, data: bytes) -> None:
+    w = BlockWriter(device, offset, data)
+    w.run()
+    assert w.error is None, w.error
+
+
+def data_digest(c: Cluster, node) -> str:
+    size = node.snapshot()["size_kib"] * 1024
+    with open(node.disk, "rb") as f:
+        return hashlib.sha256(f.read(size)).hexdigest()
+
+
+def partitioned(c: Cluster, tmp_path: Path) -> tuple[FaultProxy, FaultProxy]:
+    pport = free_port()
+    proxied_configs(c, tmp_path, pport)
+    return (FaultProxy(("127.0.0.3", pport), ("127.0.0.2", c.port), "127.0.0.4"),
+            FaultProxy(("127.0.0.4", pport), ("127.0.0.1", c.port), "127.0.0.3"))
+
+
+def test_partition_outdates_the_peer_through_the_handler_and_heals_with_a_resync(tmp_path):
+    c = fencing_cluster(tmp_path, "resource-only")
+    to_n2, to_n1 = partitioned(c, tmp_path)
+    try:
+        with to_n2, to_n1:
+            c.up_connected()
+            c.sync_from_node1()
+            n1, n2 = c.nodes
+            for p in (to_n2, to_n1):
+                p.cut()
+            n1.wait_for(lambda s: s["pdsk"] == "Outdated", what="peer fenced")
+            assert n2.snapshot()["disk"] == "Outdated"          # both daemons alive
+            msgs = n1.log_messages()
+            assert "drbd r0: helper command: drbdadm fence-peer r0" in msgs
+            assert "drbd r0: helper command: drbdadm fence-peer r0 exit code 4 (0x400)" in msgs
+            assert "drbd r0: fence-peer helper returned 4 (peer was fenced)" in msgs
+            assert fence_calls(tmp_path) == ["r0 node2"]
+            # the outdated side cannot take over: no split brain
+            r = n2.drbdadm("primary", "r0", check=False)
+            assert r.returncode != 0 and "(-2) Need access to UpToDate data" in r.stderr
+            write_block(n1.device, 1 << 20, os.urandom(4096))   # goes on, alone
+            for p in (to_n2, to_n1):
+                p.heal()
+            for n in c.nodes:
+                n.wait_for(in_sync, timeout=60, what="resynced after the partition")
+            assert any("conn( WFBitMapT -> SyncTarget )" in m or "-> SyncTarget" in m
+                       for m in n2.log_messages())
+            n1.drbdadm("secondary", "r0")
+            assert data_digest(c, n1) == data_digest(c, n2)
+    finally:
+        c.cleanup()
+
+
+def test_stonith_freezes_io_until_the_peer_is_fenced(tmp_path):
+    c = fencing_cluster(tmp_path, "resource-and-stonith")
+    to_n2, to_n1 = partitioned(c, tmp_path)
+    try:
+        with to_n2, to_n1:
+            c.up_connected()
+            c.sync_from_node1()
+            n1, n2 = c.nodes
+            (tmp_path / "hold").touch()                 # the handler waits for "go"
+            for p in (to_n2, to_n1):
+                p.cut()
+            n1.wait_for(lambda s: s["susp_fen"], what="I/O frozen")
+            data = os.urandom(4096)
+            w = BlockWriter(n1.device, 2 << 20, data)
+            w.start()
+            w.join(1.0)
+            assert w.is_alive(), "a write completed while the peer was not fenced"
+            status = n1.drbdadm("status", "r0").stdout
+            assert "suspended:fencing" in status
+            (tmp_path / "go").touch()
+            w.join(30)
+            assert not w.is_alive() and w.error is None
+            s = n1.snapshot()
+            assert s["pdsk"] == "Outdated" and not s["susp_fen"]
+            assert n2.snapshot()["disk"] == "Outdated"
+            msgs = n1.log_messages()
+            lost = next(m for m in msgs if "conn( Connected -> NetworkFailure )" in m)
+            assert lost.endswith("susp( 0 -> 1 )")
+            i = msgs.index("drbd r0: fence-peer helper returned 4 (peer was fenced)")
+            assert "pdsk( DUnknown -> Outdated )" in msgs[i + 1]
+            assert msgs[i + 2].endswith("susp( 1 -> 0 )")
+            with open(n1.device, "rb") as f:
+                f.seek(2 << 20)
+                assert f.read(4096) == data
+    finally:
+        c.cleanup()
+
+
+def test_stonith_with_a_failing_handler_stays_frozen_until_resume_io(tmp_path):
+    c = fencing_cluster(tmp_path, "resource-and-stonith")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        (tmp_path / "broken").touch()
+        n2.kill9()                                      # the peer's host is gone
+        n1.wait_for(lambda s: s["conn"] != "Connected", what="peer lost")
+        assert n1.snapshot()["susp_fen"]
+        n1.wait_for(lambda s: any("fence-peer helper broken, returned 1" in m
+                                  for m in n1.log_messages()), what="handler failed")
+        w = BlockWriter(n1.device, 3 << 20, os.urandom(4096))
+        w.start()
+        w.join(1.0)
+        assert w.is_alive() and n1.snapshot()["pdsk"] == "DUnknown"
+        n1.drbdadm("resume-io", "r0")                   # the admin has made sure
+        w.join(30)
+        assert not w.is_alive() and w.error is None
+        assert not n1.snapshot()["susp_fen"]
+    finally:
+        c.cleanup()
+
+
+def test_promoting_a_disconnected_secondary_fences_the_peer_first(tmp_path):
+    c = fencing_cluster(tmp_path, "resource-only")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        n1.kill9()                                      # the Primary's host dies
+        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer lost")
+        assert fence_calls(tmp_path) == []              # a Secondary fences nobody
+        (tmp_path / "broken").touch()
+        r = n2.drbdadm("primary", "r0", check=False)
+        assert r.returncode != 0
+        assert "(-7) Refusing to be Primary while peer is not outdated" in r.stderr
+        assert fence_calls(tmp_path) == ["r0 node1"] * 4     # 8.4 tries four times
+        (tmp_path / "broken").unlink()
+        n2.drbdadm("primary", "r0")     # the handler outdates node1's disk (its daemon is
+        s = n2.snapshot()               # gone: drbdadm outdates the metadata offline)
+        assert s["role"] == "Primary" and s["pdsk"] == "Outdated"
+        assert "fence-peer helper returned 4 (peer was fenced)" in " ".join(n2.log_messages())
+        assert n1.drbdadm("dstate", "r0").stdout.strip().split("/")[0] == "Outdated"
+        write_block(n2.device, 1 << 20, os.urandom(4096))
+        n1.drbdadm("up", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="node1 resynced")
+        assert n1.snapshot()["role"] == "Secondary"
+        n2.drbdadm("secondary", "r0")
+        assert data_digest(c, n1) == data_digest(c, n2)
+        # unreachable peer: assumed dead, as our disk is UpToDate
+        n1.kill9()
+        n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer lost")
+        (tmp_path / "node1.unreachable").touch()
+        n2.drbdadm("primary", "r0")
+        assert ("drbd r0: fence-peer helper returned 5 (peer is unreachable, assumed to be "
+                "dead)") in n2.log_messages()
+    finally:
+        c.cleanup()
+
+
+def test_graceful_disconnect_outdates_the_secondary_without_the_handler(tmp_path):
+    c = fencing_cluster(tmp_path, "resource-only")
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        n2.drbdadm("disconnect", "r0")                  # the Secondary leaves
+        assert n2.snapshot()["disk"] == "Outdated"
+        n1.wait_for(lambda s: s["pdsk"] == "Outdated", what="peer outdated")
+        n2.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(in_sync, what="back in sync")
+        n1.drbdadm("disconnect", "r0")                  # the Primary leaves
+        assert n1.snapshot()["pdsk"] == "Outdated"
+        n2.wait_for(lambda s: s["disk"] == "Outdated", what="outdated by the Primary")
+        time.sleep(0.5)                                 # (a fence call would be async)
+        assert fence_calls(tmp_path) == []
+        assert not any("fence-peer" in m for m in n1.log_messages())
+    finally:
+        c.cleanup()
+
+
+def test_suspend_io_holds_writes_until_resume_io(tmp_path):
+    c = Cluster(tmp_path, size="64M")
+    try:
+        n1 = c.node1
+        n1.drbdadm("create-md", "r0")
+        n1.drbdadm("up", "r0")
+        n1.drbdadm("primary", "--force", "r0")
+        n1.drbdadm("suspend-io", "r0")
+        assert n1.log_messages()[-1] == "block drbd0: susp( 0 -> 1 )"
+        assert "suspended:user" in n1.drbdadm("status", "r0").stdout
+        w = BlockWriter(n1.device, 0, os.urandom(4096))
+        w.start()
+        w.join(1.0)
+        assert w.is_alive()
+        n1.drbdadm("resume-io", "r0")
+        w.join(30)
+        assert not w.is_alive() and w.error is None
+        assert n1.log_messages()[-1] == "block drbd0: susp( 1 -> 0 )"
+        assert "suspended" not in n1.drbdadm("status", "r0").stdout
+    finally:
+        c.cleanup()
