@@ -192,6 +192,24 @@ async def _disk_options(daemon: Any, args: dict) -> Reply:
     return ok()
 
 
+@handler("resource-options")
+async def _resource_options(daemon: Any, args: dict) -> Reply:
+    """``drbdsetup resource-options RES [--set-defaults] [--opt=value ...]`` (and the options
+    of new-resource): without --set-defaults the others keep their values."""
+    from replicator.settings import OptionError, resource_options
+    res = daemon.resource
+    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
+    reset = bool(given.pop("set-defaults", False))
+    merged = given if reset else {**res.resource_given, **given}
+    try:
+        res.resource_options = resource_options(merged)
+    except OptionError as e:
+        return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
+    res.resource_given = merged
+    res.change("device", hard=True)          # (on-no-data-accessible applies at once)
+    return ok()
+
+
 @handler("running-config")
 async def _running_config(daemon: Any, args: dict) -> Reply:
     """What ``drbdadm adjust`` compares with drbd.conf: the attached disk and the network
@@ -206,7 +224,8 @@ async def _running_config(daemon: Any, args: dict) -> Reply:
                                      if dev.user_size else {})}
     net = None if res.net is None else {"local": res.net["_local"], "peer": res.net["_peer"],
                                         "given": dict(getattr(res, "net_given", {}))}
-    return {**ok(), "minor": res.minor, "disk": disk, "net": net}
+    return {**ok(), "minor": res.minor, "disk": disk, "net": net,
+            "options": dict(res.resource_given)}
 
 
 @handler("detach")
@@ -405,19 +424,17 @@ async def _disconnect(daemon: Any, args: dict) -> Reply:
 async def disconnect(daemon: Any) -> None:
     """Graceful: the peer hears it (and logs TearDown); we end StandAlone."""
     res = daemon.resource
-    outdate = fencing.disconnect_outdates(res)
+    changes = await fencing.outdate_before_disconnect(res)
     peer = res.peer
     res.peer = None
     if peer is not None:
-        await peer.stop(outdate)
+        await peer.stop(outdated="disk" in changes)
         with trio.move_on_after(5):          # its listener closed: a connect may follow
             await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
         had_peer_data = res.state.pdsk >= Disk.Inconsistent
-        fenced = res.state.pdsk == Disk.Outdated and res.state.conn < Conn.Connected
-        res.change("resource", hard=True, **{"conn": Conn.Disconnecting, "peer": Role.Unknown,
-                   "pdsk": Disk.Outdated if fenced else Disk.DUnknown,
-                   **fencing.outdated_by_disconnect(res, outdate, ours=True)})
+        res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
+                   **changes)
         res.change("resource", hard=True, conn=Conn.StandAlone)
         if had_peer_data and res.state.role == Role.Primary and res.device is not None:
             res.device.new_current_uuid_if_needed()

@@ -64,6 +64,7 @@ class Device:
         self.drop_bits_beyond_size()
         self.disk_opts = options
         self.fencing = options["fencing"]
+        self.outdate_promised = False     # Outdated on disk for a disconnecting Primary
         # a Primary that never saw its peer again before going down ("degraded" reboot)
         self.was_degraded = md.sb.has(MDF.PRIMARY_IND) and not md.sb.has(MDF.CONNECTED_IND)
         # still marked Primary at attach: it went away without demoting (8.4 attach). Kept
@@ -100,9 +101,26 @@ class Device:
     def size(self) -> int:
         return self._size
 
+    async def _thawed(self) -> None:
+        """Wait while application I/O is suspended; EIO if the admin failed it meanwhile."""
+        if self.resource.state.suspended and not await self.resource.io_allowed():
+            raise pyfuse3.FUSEError(errno.EIO)
+
+    async def _frozen_while_no_data(self, io: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``io``; an I/O error for lack of data freezes it instead, and it runs again
+        once data is back (8.4's on-no-data-accessible suspend-io)."""
+        while True:
+            await self._thawed()
+            try:
+                return await io()
+            except pyfuse3.FUSEError as e:
+                if e.errno != errno.EIO or not self.resource.state.susp_nod:
+                    raise
+
     async def read(self, offset: int, length: int) -> bytes:
-        if self.resource.state.suspended:
-            await self.resource.io_allowed()
+        return await self._frozen_while_no_data(lambda: self._read(offset, length))
+
+    async def _read(self, offset: int, length: int) -> bytes:
         s = self.resource.state
         if self.failed or (s.disk < Disk.UpToDate and self.bitmap.count_bits(
                 offset // 4096, (offset + length - 1) // 4096 - offset // 4096 + 1)):
@@ -126,8 +144,9 @@ class Device:
         return data
 
     async def write(self, offset: int, data: bytes | memoryview) -> int:
-        if self.resource.state.suspended:
-            await self.resource.io_allowed()
+        return await self._frozen_while_no_data(lambda: self._write(offset, data))
+
+    async def _write(self, offset: int, data: bytes | memoryview) -> int:
         if self.failed:
             return await self._write_to_peer_only(offset, data)
         t0 = latency.clock()
@@ -160,9 +179,8 @@ class Device:
                 await wait_polling(pending.done, ACK_POLL_NS if alone else 0)
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
-            if pending is not None and pending.lost and self.resource.state.suspended:
-                await self.resource.io_allowed()        # the peer missed it: not done
-                                                        # before the peer is fenced
+            if (pending is None or pending.lost) and self.resource.state.susp_fen:
+                await self._thawed()        # the peer lacks it: not done before it is fenced
         finally:
             if release_al:
                 self._al_end(first, last)
@@ -251,8 +269,9 @@ class Device:
     async def flush(self) -> None:
         """fsync: the local disk and the peer's, in parallel; EIO if neither has it all on
         stable storage. New generation UUIDs reach the disk first."""
-        if self.resource.state.suspended:
-            await self.resource.io_allowed()
+        await self._frozen_while_no_data(self._flush)
+
+    async def _flush(self) -> None:
         await self.superblock_synced()
         peer = self.resource.peer
         mirrored = peer is not None and peer.mirroring()
@@ -269,12 +288,11 @@ class Device:
         peer_ok = await peer.flush_done(fid)
         if not (peer_ok or local_ok):
             raise pyfuse3.FUSEError(errno.EIO)
-        if not peer_ok and self.resource.state.suspended:
-            await self.resource.io_allowed()    # the peer went away: not before it is fenced
+        if not peer_ok:
+            await self._thawed()            # the peer went away: not before it is fenced
 
     async def discard(self, offset: int, length: int) -> None:
-        if self.resource.state.suspended:
-            await self.resource.io_allowed()
+        await self._thawed()
         if self.failed:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
@@ -291,6 +309,8 @@ class Device:
                 self.bitmap.set_range(offset, length)
             else:
                 await pending.done.wait()
+            if (pending is None or pending.lost) and self.resource.state.susp_fen:
+                await self._thawed()        # the peer lacks it: not done before it is fenced
         finally:
             self._al_end(first, last)
 
@@ -298,8 +318,8 @@ class Device:
         s = self.resource.state
         if s.role != Role.Primary:            # 8.4's drbd_open: EROFS for a writable
             return errno.EROFS if writable else errno.EMEDIUMTYPE      # open, else EMEDIUMTYPE
-        if s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate:
-            return errno.ENODATA
+        if s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate and not s.susp_nod:
+            return errno.ENODATA              # (on-no-data-accessible suspend-io: I/O waits)
         return 0
 
     def opened(self, writable: bool) -> None:
@@ -372,7 +392,9 @@ class Device:
         self.md.set_flag(MDF.PRIMARY_IND, primary)
         self.md.set_flag(MDF.CONNECTED_IND, new.conn > Conn.WFReportParams)
         self.md.set_flag(MDF.CONSISTENT, new.disk > Disk.Inconsistent)
-        self.md.set_flag(MDF.WAS_UP_TO_DATE, new.disk > Disk.Outdated)
+        if new.disk <= Disk.Outdated:
+            self.outdate_promised = False
+        self.md.set_flag(MDF.WAS_UP_TO_DATE, new.disk > Disk.Outdated and not self.outdate_promised)
         self.md.set_flag(MDF.PEER_OUT_DATED, Disk.Inconsistent <= new.pdsk <= Disk.Outdated)
         self.md.set_flag(MDF.AL_CLEAN, False)
         if old.role != new.role:
@@ -381,6 +403,14 @@ class Device:
             self.md.set_uuids(uu)
         if sb.flags != before_flags or list(sb.uuids) != before_uuids:
             self.save_superblock()
+
+    async def persist_outdated(self) -> None:
+        """Outdated on disk now, before the peer counts on it (fencing's graceful
+        disconnect); the state follows when the connection goes."""
+        self.outdate_promised = True
+        self.md.set_flag(MDF.WAS_UP_TO_DATE, False)
+        self.save_superblock()
+        await self.superblock_synced()
 
     # -- for the replication side ----------------------------------------------------------
     def backing_size(self) -> int:

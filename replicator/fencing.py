@@ -13,13 +13,18 @@ and a Secondary asked to become Primary without a connection, call the fence-pee
 
 anything else means the handler is broken and nothing changes (under resource-and-stonith
 I/O then stays frozen until ``drbdadm resume-io``). The freeze itself, and its end once the
-peer is Outdated, are state rules (replicator.resource).
+peer is Outdated, are state rules (replicator.resource). A graceful disconnect needs no
+handler: the Secondary outdates itself, on disk, before the Primary counts on it.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from replicator import handlers
+from replicator.link import LinkClosed
+from replicator.protocol import Msg
 from replicator.states import Conn, Disk, Role
 
 _PEER_OUTDATED = {4: "peer was fenced", 7: "peer was stonithed"}
@@ -86,29 +91,64 @@ def after_connection_loss(res: Any) -> None:
         res.nursery.start_soon(try_outdate_peer, res)
 
 
-def disconnect_outdates(res: Any) -> str:
+async def outdate_before_disconnect(res: Any) -> dict:
     """8.4's conn_try_disconnect under fencing: a graceful disconnect leaves no peer to
-    fence. A fencing Primary asks its peer to outdate itself ("peer"); a Secondary whose
-    peer is a fencing Primary outdates itself ("self"); otherwise nothing ("")."""
-    s, peer = res.state, res.peer
-    if peer is None or s.conn < Conn.Connected:
-        return ""
-    if s.role == Role.Primary and policy(res) not in (None, "dont-care") \
-            and s.pdsk >= Disk.Consistent:
-        return "peer"
-    if s.peer == Role.Primary and s.role == Role.Secondary and s.disk >= Disk.Outdated \
-            and peer.peer_params.get("fencing", "dont-care") != "dont-care":
-        return "self"
-    return ""
-
-
-def outdated_by_disconnect(res: Any, outdate: str, ours: bool = False) -> dict:
-    """The disk states a graceful disconnect changes, for the side that sent it (``ours``)
-    or the side that received it."""
-    s = res.state
-    if outdate == ("self" if ours else "peer"):
-        if s.role == Role.Secondary and s.disk >= Disk.Outdated:
-            return {"disk": Disk.Outdated}
-    elif outdate:
-        return {"pdsk": Disk.Outdated}
+    fence. A fencing Primary asks its peer to outdate itself and counts on that only once
+    the peer confirmed it (else the peer is simply lost: fence-peer runs); a Secondary
+    leaving a fencing Primary outdates its own disk first. Returns our state changes."""
+    s, peer, dev = res.state, res.peer, res.device
+    if peer is None or peer.link is None or s.conn < Conn.Connected:
+        return {}
+    if (s.role == Role.Primary and policy(res) not in (None, "dont-care")
+            and s.pdsk >= Disk.Consistent):
+        return {"pdsk": Disk.Outdated} if await _peer_outdates_itself(peer) else {}
+    if (s.role == Role.Secondary and s.peer == Role.Primary and s.pdsk >= Disk.Consistent
+            and s.disk >= Disk.Outdated and dev is not None and not dev.failed
+            and peer.peer_params.get("fencing", "dont-care") != "dont-care"):
+        await dev.persist_outdated()
+        return {"disk": Disk.Outdated}
     return {}
+
+
+async def _peer_outdates_itself(peer: Any) -> bool:
+    ev, answer = trio.Event(), []
+    peer.outdate_answer = (ev, answer)
+    try:
+        peer.send(Msg.STATE_REQ, {"what": "outdate"})
+        with trio.move_on_after(peer.opts["timeout"] / 10):
+            await ev.wait()
+    except LinkClosed:
+        pass
+    peer.outdate_answer = None
+    return bool(answer and answer[0])
+
+
+async def on_outdate_request(peer: Any, body: dict) -> None:
+    """The Primary is about to disconnect and asks us to be Outdated (we promise it, on
+    disk, and the state follows when the connection goes), or this is our peer's answer."""
+    if body["what"] == "outdated":
+        if peer.outdate_answer is not None:
+            ev, answer = peer.outdate_answer
+            answer.append(bool(body.get("ok")))
+            ev.set()
+        return
+    res, dev = peer.res, peer.res.device
+    ok = (res.state.role == Role.Secondary and dev is not None and not dev.failed
+          and res.state.disk >= Disk.Outdated)
+    if ok:
+        await dev.persist_outdated()
+    peer.send(Msg.STATE_REQ, {"what": "outdated", "ok": ok})
+
+
+def teardown_changes(res: Any, disconnect: dict | None) -> dict:
+    """What a lost connection changes here beyond the connection state: the peer said it
+    outdated itself as it left (its DISCONNECT), or we promised the Primary to be
+    Outdated."""
+    changes = {}
+    if disconnect is not None and disconnect.get("outdated"):
+        changes["pdsk"] = Disk.Outdated
+    dev = res.device
+    if dev is not None and dev.outdate_promised and res.state.role == Role.Secondary \
+            and res.state.disk >= Disk.Outdated:
+        changes["disk"] = Disk.Outdated
+    return changes

@@ -1,11 +1,13 @@
 """Daemon handlers for suspend-io and resume-io (drbdsetup 8.4): the admin's own freeze of
-application I/O, and the way out of any freeze (fencing's too, when the fence-peer handler
-failed and the admin has made sure the peer cannot go on with the data)."""
+application I/O, and the way out of a freeze (fencing's too, when the fence-peer handler
+failed and the admin has made sure the peer cannot go on with the data; a freeze for lack
+of data lasts while that lasts, but resume-io without a disk fails the I/O it holds)."""
 from __future__ import annotations
 
 from typing import Any
 
 from replicator.commands import Reply, check_minor, handler, ok, state_failure
+from replicator.states import Disk
 
 
 @handler("suspend-io")
@@ -22,5 +24,10 @@ async def _resume_io(daemon: Any, args: dict) -> Reply:
     obj, err = check_minor(daemon, args)
     if err:
         return err
-    code, text = daemon.resource.try_change("device", susp=False, susp_fen=False)
-    return state_failure(obj, code, text) if code else ok()
+    res = daemon.resource
+    code, text = res.try_change("device", susp=False, susp_fen=False, susp_nod=False)
+    if code:
+        return state_failure(obj, code, text)
+    if res.state.disk < Disk.Inconsistent:    # no disk to retry on: frozen I/O fails (8.4)
+        res.fail_frozen_io()
+    return ok()

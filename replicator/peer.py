@@ -39,10 +39,10 @@ class SessionEnd(Exception):
     """Why a session ended: the transient conn state to pass through, and whether to retry."""
 
     def __init__(self, reason: Conn, retry: bool = True, message: str = "",
-                 changes: dict | None = None):
+                 disconnect: dict | None = None):
         super().__init__(message or reason.name)
         self.reason, self.retry, self.message = reason, retry, message
-        self.changes = changes or {}      # more state changes with the first one (fencing)
+        self.disconnect = disconnect      # the peer's DISCONNECT, if it said goodbye
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Peer:
         self.reads: dict[int, tuple[trio.Event, list]] = {}
         self.read_id = 0
         self.sessions = 0      # connections that reached the handshake (fencing counts)
+        self.outdate_answer: tuple[trio.Event, list] | None = None   # (fencing.py)
         self.ns_kib = 0        # sent to the peer (application + resync data)
         self.nr_kib = 0        # received from the peer
 
@@ -201,9 +202,9 @@ class Peer:
         if end.message and end.reason != Conn.Disconnecting:
             self.log.resource_line(end.message)
         reason = end.reason if end.retry else Conn.Disconnecting
-        res.change("resource", hard=True, **{"conn": reason, "peer": Role.Unknown,
-                   "pdsk": Disk.DUnknown, "aftr_isp": False, "peer_isp": False,
-                   "user_isp": False, **end.changes})
+        res.change("resource", hard=True, conn=reason, peer=Role.Unknown, aftr_isp=False,
+                   peer_isp=False, user_isp=False,
+                   **fencing.teardown_changes(res, end.disconnect))
         if was_primary_with_peer and self.dev is not None:
             self.dev.new_current_uuid_if_needed()
         fencing.after_connection_loss(res)
@@ -234,15 +235,17 @@ class Peer:
             box.append(None)
             ev.set()
         self.reads.clear()
+        if self.outdate_answer is not None:  # a disconnecting Primary waits for it: no
+            self.outdate_answer[0].set()      # answer will come
 
-    async def stop(self, outdate: str = "") -> None:
-        """Graceful disconnect: tell the peer, then drop the connection. ``outdate``
-        (fencing): "peer" asks the peer to outdate itself, "self" says we did."""
+    async def stop(self, outdated: bool = False) -> None:
+        """Graceful disconnect: tell the peer, then drop the connection. ``outdated``
+        (fencing): we outdated our disk as we leave a fencing Primary."""
         self.stopping = True
         if self.link is not None and not self.link.closed:
             sent = trio.Event()
             try:
-                self.link.send(Msg.DISCONNECT, {"outdate": outdate} if outdate else {},
+                self.link.send(Msg.DISCONNECT, {"outdated": True} if outdated else {},
                                done=sent)
                 with trio.move_on_after(2):
                     await sent.wait()      # after everything queued before it (STATE...)
@@ -650,14 +653,15 @@ class Peer:
                 box.append(None if b.get("err") else bytes(frame.data or b""))
                 ev.set()
         elif t == Msg.DISCONNECT:
-            raise SessionEnd(Conn.TearDown, changes=fencing.outdated_by_disconnect(
-                self.res, b.get("outdate", "")))
+            raise SessionEnd(Conn.TearDown, disconnect=b)
         elif t == Msg.OV_REQUEST:
             await verify.answer(self, b)
         elif t == Msg.SYNC_PARAM:
             self._adopt_sync_params(b)
         elif t == Msg.SIZES:
             await resize.on_sizes(self, b)
+        elif t == Msg.STATE_REQ and b.get("what") in ("outdate", "outdated"):
+            await fencing.on_outdate_request(self, b)
         elif t == Msg.STATE_REQ and b.get("what") == "verify":
             self._on_verify_request()
         elif self.verify is not None and self.verify.handle(frame):

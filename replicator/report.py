@@ -31,8 +31,8 @@ def repl9(conn: str) -> str:
 
 def susp_text(snap: dict) -> str:
     """``suspended:`` of status and events2: why application I/O waits."""
-    return ",".join(w for w, k in (("user", "susp"), ("fencing", "susp_fen"))
-                    if snap.get(k)) or "no"
+    return ",".join(w for w, k in (("user", "susp"), ("no-data", "susp_nod"),
+                                   ("fencing", "susp_fen")) if snap.get(k)) or "no"
 
 
 def resync_susp_text(snap: dict) -> str:

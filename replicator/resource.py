@@ -12,11 +12,16 @@ from typing import Any, Callable
 
 import trio
 
+from replicator.settings import resource_options
 from replicator.states import (Conn, Disk, Role, State, StateError, check_valid,
                                describe_change, sanitize)
 from replicator.statelog import ResourceLog
 
 Listener = Callable[[str, dict], None]
+
+# connected, but the peer may not know yet that it lacks writes (a resync is being agreed)
+_SETTLING = frozenset({Conn.WFBitMapS, Conn.WFBitMapT, Conn.WFSyncUUID, Conn.StartingSyncS,
+                       Conn.StartingSyncT})
 
 
 class Resource:
@@ -30,11 +35,13 @@ class Resource:
         self.device = None            # replicator.device.Device once attached
         self.peer = None              # replicator.peer.Peer while a net config exists
         self.net: dict[str, Any] | None = None   # connect options (issue: replication)
-        self.resource_options: dict[str, Any] = {}
+        self.resource_options: dict[str, Any] = resource_options({})   # options { } typed
+        self.resource_given: dict[str, Any] = {}                       # ... as given
         self.listeners: list[Listener] = []
         self.nursery = None           # the daemon's, for work started by events
         self.state_changed_at = time.monotonic()
         self._resumed = trio.Event()  # set (and replaced) whenever suspended I/O may go on
+        self._failed_frozen = 0       # resume-io calls that failed the frozen I/O
 
     # -- state machine -------------------------------------------------------------------
     def device_open(self) -> bool:
@@ -74,7 +81,7 @@ class Resource:
         if new.disk == Disk.Negotiating and new.conn < Conn.Connected and dev is not None \
                 and dev.negotiating_disk is not None:    # the connection broke before the
             new = new.with_(disk=dev.negotiating_disk)   # handshake: the disk's own state
-        new = self._fencing_freeze(old, new)
+        new = self._no_data_freeze(self._fencing_freeze(old, new))
         if new == old:
             return old
         if not hard:
@@ -102,21 +109,42 @@ class Resource:
 
     def _fencing_freeze(self, old: State, new: State) -> State:
         """8.4's resource-and-stonith: a Primary that loses its UpToDate peer freezes I/O
-        until the fence-peer handler has fenced the peer (or the connection is back)."""
+        until the fence-peer handler has fenced the peer, or the connection is back and
+        the peer knows which blocks it lacks (the writes it missed are resynced)."""
         dev = self.device
         if dev is not None and not dev.failed and dev.fencing == "resource-and-stonith":
             def unfenced(s: State) -> bool:
                 return s.role == Role.Primary and s.conn < Conn.Connected and s.pdsk > Disk.Outdated
             if unfenced(new) and not unfenced(old):
                 new = new.with_(susp_fen=True)
-        if new.susp_fen and old.conn < Conn.Connected <= new.conn:
-            new = new.with_(susp_fen=False)
+        if new.susp_fen and new.conn >= Conn.Connected and new.conn not in _SETTLING:
+            new = new.with_(susp_fen=False)     # back, and the peer knows what it lacks
         return new
 
-    async def io_allowed(self) -> None:
-        """Wait while application I/O is suspended (suspend-io, or fencing)."""
+    def _no_data_freeze(self, new: State) -> State:
+        """8.4's on-no-data-accessible suspend-io: a Primary with neither an UpToDate disk
+        nor an UpToDate peer freezes I/O (instead of failing it) until data is back."""
+        no_data = (self.resource_options["on-no-data-accessible"] == "suspend-io"
+                   and new.role == Role.Primary and new.disk < Disk.UpToDate
+                   and new.pdsk < Disk.UpToDate)
+        return new if new.susp_nod == no_data else new.with_(susp_nod=no_data)
+
+    async def io_allowed(self) -> bool:
+        """Wait while application I/O is suspended (suspend-io, fencing, no data); False if
+        the admin failed the frozen I/O meanwhile (resume-io without data: 8.4's
+        FAIL_FROZEN_DISK_IO)."""
+        failed = self._failed_frozen
         while self.state.suspended:
             await self._resumed.wait()
+            if self._failed_frozen != failed:
+                return False
+        return True
+
+    def fail_frozen_io(self) -> None:
+        """resume-io while no disk is there: what waits for data gets an I/O error."""
+        self._failed_frozen += 1
+        self._resumed.set()
+        self._resumed = trio.Event()
 
     def try_change(self, scope: str = "device", **changes: Any) -> tuple[int, str]:
         """Like change(), for commands: (0, "") or (SS code, DRBD's text)."""

@@ -82,6 +82,7 @@ def take(res: Any) -> dict:
         "pdsk": s.pdsk.name,
         "susp": s.susp,
         "susp_fen": s.susp_fen,
+        "susp_nod": s.susp_nod,
         "aftr_isp": s.aftr_isp,
         "peer_isp": s.peer_isp,
         "user_isp": s.user_isp,

@@ -67,6 +67,7 @@ class State:
     pdsk: Disk = Disk.DUnknown
     susp: bool = False          # I/O suspended by the admin (suspend-io)
     susp_fen: bool = False      # frozen while the fence-peer handler decides (stonith)
+    susp_nod: bool = False      # frozen while no data is accessible (on-no-data-accessible)
     aftr_isp: bool = False
     peer_isp: bool = False
     user_isp: bool = False
@@ -76,8 +77,8 @@ class State:
 
     @property
     def suspended(self) -> bool:
-        """Application I/O waits (8.4's is_susp: by the admin or by fencing)."""
-        return self.susp or self.susp_fen
+        """Application I/O waits (8.4's is_susp: by the admin, fencing, or for data)."""
+        return self.susp or self.susp_fen or self.susp_nod
 
 
 class StateError(Exception):
@@ -174,7 +175,9 @@ def sanitize(s: State) -> State:
     * the connection state caps the disk states: a side waiting to become SyncTarget is
       at best Outdated, the SyncTarget Inconsistent, and without a connection nothing is
       known of the peer's disk (8.4's lower bounds, which it only warns about, are left
-      to the code that sets the states);
+      to the code that sets the states); without a connection, what is known of the
+      peer's disk stays only if it is Inconsistent or Outdated (a fenced peer stays
+      fenced), anything else is DUnknown;
     * a resync with a pause flag set (pause-sync here or on the peer) is a paused one,
       and without it a running one again."""
     disk, pdsk, conn = s.disk, s.pdsk, s.conn
@@ -185,6 +188,8 @@ def sanitize(s: State) -> State:
             pdsk = Disk.UpToDate
     disk_max, pdsk_max = _disk_limits(conn)
     disk, pdsk = min(disk, disk_max), min(pdsk, pdsk_max)
+    if conn < Conn.Connected and pdsk < Disk.Inconsistent:
+        pdsk = Disk.DUnknown
     paused = s.user_isp or s.peer_isp or s.aftr_isp
     conn = {Conn.SyncSource: Conn.PausedSyncS, Conn.SyncTarget: Conn.PausedSyncT}.get(
         conn, conn) if paused else {Conn.PausedSyncS: Conn.SyncSource,

@@ -22,6 +22,7 @@ from replicator.config.model import Config, Resource, Volume, address_is_local
 from replicator.config.options import DISK as DISK_OPTIONS
 from replicator.config.options import HANDLER_NAMES
 from replicator.config.options import NET as NET_OPTIONS
+from replicator.config.options import OPTIONS as RESOURCE_OPTIONS
 
 DEFAULT_CONFIG = "/etc/drbd.conf"
 
@@ -36,7 +37,7 @@ COMMANDS:
  secondary  adjust
  role  cstate  dstate  status  dump  dump-xml  wait-connect  wait-con-int  invalidate
  invalidate-remote  pause-sync  resume-sync  verify  new-current-uuid  outdate  resize
- check-resize  suspend-io  resume-io
+ check-resize  suspend-io  resume-io  resource-options
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
  sh-b-pri
@@ -154,6 +155,8 @@ def command_option(command: str, name: str) -> str | None:
         return DISK_OPTIONS[name].kind
     if command in ("connect", "net-options") and name in NET_OPTIONS:
         return NET_OPTIONS[name].kind
+    if command == "resource-options" and name in RESOURCE_OPTIONS:
+        return RESOURCE_OPTIONS[name].kind
     flags = {"connect": ("discard-my-data", "tentative"), "detach": ("force",),
              "disconnect": ("force",), "primary": ("force",), "create-md": ("force",),
              "new-current-uuid": ("clear-bitmap",),
@@ -364,9 +367,14 @@ def adjust_steps(p: Planner, res: Resource, running: dict) -> list[Step]:
     attached again, changed disk options are set live, changed net options go through
     net-options (which reconnects only for options the handshake agrees on), and other
     addresses reconnect."""
-    from replicator.settings import disk_options, net_options
+    from replicator.settings import disk_options, net_options, resource_options
     steps: list[Step] = []
     vol = p.volumes(res)[0]
+    wanted_options = p.new_resource(res)[0].argv[2:]
+    if not _same_options(resource_options, running.get("options") or {},
+                         _given(wanted_options)):
+        steps.append(Step("drbdsetup", ["resource-options", res.name, "--set-defaults",
+                                        *wanted_options]))
     if running.get("minor") is None:
         steps += p.new_minor(res)
     disk = running.get("disk")
@@ -410,6 +418,12 @@ def do_net_options(p: Planner, res: Resource, inv: Invocation) -> int:
         return 0
     return run_steps([Step("drbdsetup", ["net-options", *connect[0].argv[2:4],
                                          *inv.backend])], inv.dry_run)
+
+
+def do_resource_options(p: Planner, res: Resource, inv: Invocation) -> int:
+    """8.4: only the options given on the command line."""
+    return run_steps([Step("drbdsetup", ["resource-options", res.name, *inv.backend])],
+                     inv.dry_run)
 
 
 def do_disk_options(p: Planner, res: Resource, inv: Invocation) -> int:
@@ -625,6 +639,7 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
     "attach": do_attach,
     "disk-options": do_disk_options,
     "net-options": do_net_options,
+    "resource-options": do_resource_options,
     "detach": minor_cmd("detach"),
     "connect": do_connect,
     "disconnect": do_disconnect,

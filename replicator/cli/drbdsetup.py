@@ -30,6 +30,8 @@ import time
 from typing import Any
 
 from replicator import control, report, rundir
+from replicator.config.options import OPTIONS as RESOURCE_OPTIONS
+from replicator.settings import OptionError, resource_options
 
 USAGE = "USAGE: drbdsetup command {arguments} [options]"
 
@@ -150,6 +152,13 @@ def _minor_not_allocated(minor: int) -> int:
 def cmd_new_resource(args: list[str], opts: dict) -> int:
     _need(args, 1, "new-resource RESOURCE [options]")
     res = args[0]
+    given = {k: v for k, v in opts.items() if not k.startswith("_")}
+    try:
+        resource_options(given)
+    except OptionError as e:            # refused before a daemon starts, as the kernel would
+        print(f"{res}: Failure: (162) Invalid configuration request\n"
+              f"additional info from kernel:\n{e}", file=sys.stderr)
+        return 10
     if res in rundir.running_resources():
         try:
             call(res, "info")
@@ -180,9 +189,18 @@ def cmd_new_resource(args: list[str], opts: dict) -> int:
             continue
         if winner != proc.pid:            # ours lost the race for the lock: it exits
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        return 0
+            return 0
+        return _emit(call(res, "resource-options", options=given)) if given else 0
     print(f"{res}: resource daemon did not come up; see {rundir.log_path(res)}", file=sys.stderr)
     return 20
+
+
+def cmd_resource_options(args: list[str], opts: dict) -> int:
+    _need(args, 1, "resource-options RESOURCE [--set-defaults] [options]")
+    if rc := _resource_or_fail(args[0]):
+        return rc
+    opts = {k: flag(opts, k) if k == "set-defaults" else v for k, v in opts.items()}
+    return _emit(call(args[0], "resource-options", options=opts))
 
 
 def cmd_new_minor(args: list[str], opts: dict) -> int:
@@ -493,6 +511,7 @@ def cmd_show(args: list[str], opts: dict) -> int:
 COMMANDS = {
     "new-resource": cmd_new_resource,
     "new-minor": cmd_new_minor,
+    "resource-options": cmd_resource_options,
     "attach": cmd_attach,
     "detach": cmd_minor_simple("detach"),
     "disk-options": cmd_disk_options,
@@ -528,7 +547,8 @@ COMMANDS = {
 # the options each command takes (8.4's); commands not listed check theirs against the
 # disk/net option tables (replicator.settings) in the daemon
 OPTIONS: dict[str, set[str]] = {
-    "new-resource": set(), "new-minor": {"device"}, "detach": {"force"},
+    "new-resource": set(RESOURCE_OPTIONS), "new-minor": {"device"},
+    "resource-options": {"set-defaults", *RESOURCE_OPTIONS}, "detach": {"force"},
     "primary": {"force", "overwrite-data-of-peer"}, "secondary": set(),
     "invalidate": set(), "invalidate-remote": set(), "pause-sync": set(),
     "resize": {"size", "assume-peer-has-space", "assume-clean", "al-stripes",

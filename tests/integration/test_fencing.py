@@ -8,11 +8,14 @@ drop everything, as a network would, while both daemons stay alive.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, bin_path, free_port, in_sync
@@ -71,6 +74,20 @@ class BlockWriter(threading.Thread):
             self.error = e
 
 
+def frozen_write(device: Path, offset: int, data: bytes | None = None) -> BlockWriter:
+    """Start a write that must not complete: still waiting a second later."""
+    w = BlockWriter(device, offset, data or os.urandom(4096))
+    w.start()
+    w.join(1.0)
+    assert w.is_alive(), f"the write completed while I/O should be frozen ({w.error})"
+    return w
+
+
+def completes(w: BlockWriter) -> bool:
+    w.join(30)
+    return not w.is_alive() and w.error is None
+
+
 def write_block(device: Path, offset: int, data: bytes) -> None:
     w = BlockWriter(device, offset, data)
     w.run()
@@ -83,106 +100,84 @@ def data_digest(c: Cluster, node) -> str:
         return hashlib.sha256(f.read(size)).hexdigest()
 
 
-def partitioned(c: Cluster, tmp_path: Path) -> tuple[FaultProxy, FaultProxy]:
+@contextlib.contextmanager
+def synced_through_proxies(tmp_path: Path, policy: str) -> Iterator[tuple[Cluster, Links]]:
+    """A fencing pair, synced with node1 Primary, whose link can be cut (``links.cut()``)."""
+    c = fencing_cluster(tmp_path, policy)
     pport = free_port()
     proxied_configs(c, tmp_path, pport)
-    return (FaultProxy(("127.0.0.3", pport), ("127.0.0.2", c.port), "127.0.0.4"),
-            FaultProxy(("127.0.0.4", pport), ("127.0.0.1", c.port), "127.0.0.3"))
+    links = Links(FaultProxy(("127.0.0.3", pport), ("127.0.0.2", c.port), "127.0.0.4"),
+                  FaultProxy(("127.0.0.4", pport), ("127.0.0.1", c.port), "127.0.0.3"))
+    try:
+        with links.to_n2, links.to_n1:
+            c.up_connected()
+            c.sync_from_node1()
+            yield c, links
+    finally:
+        c.cleanup()
+
+
+@dataclass
+class Links:
+    to_n2: FaultProxy
+    to_n1: FaultProxy
+
+    def cut(self) -> None:
+        self.to_n2.cut()
+        self.to_n1.cut()
+
+    def heal(self) -> None:
+        self.to_n2.heal()
+        self.to_n1.heal()
 
 
 def test_partition_outdates_the_peer_through_the_handler_and_heals_with_a_resync(tmp_path):
-    c = fencing_cluster(tmp_path, "resource-only")
-    to_n2, to_n1 = partitioned(c, tmp_path)
-    try:
-        with to_n2, to_n1:
-            c.up_connected()
-            c.sync_from_node1()
-            n1, n2 = c.nodes
-            for p in (to_n2, to_n1):
-                p.cut()
-            n1.wait_for(lambda s: s["pdsk"] == "Outdated", what="peer fenced")
-            assert n2.snapshot()["disk"] == "Outdated"          # both daemons alive
-            msgs = n1.log_messages()
-            assert "drbd r0: helper command: drbdadm fence-peer r0" in msgs
-            assert "drbd r0: helper command: drbdadm fence-peer r0 exit code 4 (0x400)" in msgs
-            assert "drbd r0: fence-peer helper returned 4 (peer was fenced)" in msgs
-            assert fence_calls(tmp_path) == ["r0 node2"]
-            # the outdated side cannot take over: no split brain
-            r = n2.drbdadm("primary", "r0", check=False)
-            assert r.returncode != 0 and "(-2) Need access to UpToDate data" in r.stderr
-            write_block(n1.device, 1 << 20, os.urandom(4096))   # goes on, alone
-            for p in (to_n2, to_n1):
-                p.heal()
-            for n in c.nodes:
-                n.wait_for(in_sync, timeout=60, what="resynced after the partition")
-            assert any("conn( WFBitMapT -> SyncTarget )" in m or "-> SyncTarget" in m
-                       for m in n2.log_messages())
-            n1.drbdadm("secondary", "r0")
-            assert data_digest(c, n1) == data_digest(c, n2)
-    finally:
-        c.cleanup()
+    with synced_through_proxies(tmp_path, "resource-only") as (c, links):
+        n1, n2 = c.nodes
+        links.cut()
+        n1.wait_for(lambda s: s["pdsk"] == "Outdated", what="peer fenced")
+        assert n2.snapshot()["disk"] == "Outdated"          # both daemons alive
+        msgs = n1.log_messages()
+        assert "drbd r0: helper command: drbdadm fence-peer r0" in msgs
+        assert "drbd r0: helper command: drbdadm fence-peer r0 exit code 4 (0x400)" in msgs
+        assert "drbd r0: fence-peer helper returned 4 (peer was fenced)" in msgs
+        assert fence_calls(tmp_path) == ["r0 node2"]
+        # the outdated side cannot take over: no split brain
+        r = n2.drbdadm("primary", "r0", check=False)
+        assert r.returncode != 0 and "(-2) Need access to UpToDate data" in r.stderr
+        write_block(n1.device, 1 << 20, os.urandom(4096))   # goes on, alone
+        links.heal()
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="resynced after the partition")
+        assert any("-> SyncTarget" in m for m in n2.log_messages())
+        n1.drbdadm("secondary", "r0")
+        assert data_digest(c, n1) == data_digest(c, n2)
 
 
 def test_stonith_freezes_io_until_the_peer_is_fenced(tmp_path):
-    c = fencing_cluster(tmp_path, "resource-and-stonith")
-    to_n2, to_n1 = partitioned(c, tmp_path)
-    try:
-        with to_n2, to_n1:
-            c.up_connected()
-            c.sync_from_node1()
-            n1, n2 = c.nodes
-            (tmp_path / "hold").touch()                 # the handler waits for "go"
-            for p in (to_n2, to_n1):
-                p.cut()
-            n1.wait_for(lambda s: s["susp_fen"], what="I/O frozen")
-            data = os.urandom(4096)
-            w = BlockWriter(n1.device, 2 << 20, data)
-            w.start()
-            w.join(1.0)
-            assert w.is_alive(), "a write completed while the peer was not fenced"
-            status = n1.drbdadm("status", "r0").stdout
-            assert "suspended:fencing" in status
-            (tmp_path / "go").touch()
-            w.join(30)
-            assert not w.is_alive() and w.error is None
-            s = n1.snapshot()
-            assert s["pdsk"] == "Outdated" and not s["susp_fen"]
-            assert n2.snapshot()["disk"] == "Outdated"
-            msgs = n1.log_messages()
-            lost = next(m for m in msgs if "conn( Connected -> NetworkFailure )" in m)
-            assert lost.endswith("susp( 0 -> 1 )")
-            i = msgs.index("drbd r0: fence-peer helper returned 4 (peer was fenced)")
-            assert "pdsk( DUnknown -> Outdated )" in msgs[i + 1]
-            assert msgs[i + 2].endswith("susp( 1 -> 0 )")
-            with open(n1.device, "rb") as f:
-                f.seek(2 << 20)
-                assert f.read(4096) == data
-    finally:
-        c.cleanup()
-
-
-def test_stonith_with_a_failing_handler_stays_frozen_until_resume_io(tmp_path):
-    c = fencing_cluster(tmp_path, "resource-and-stonith")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_through_proxies(tmp_path, "resource-and-stonith") as (c, links):
         n1, n2 = c.nodes
-        (tmp_path / "broken").touch()
-        n2.kill9()                                      # the peer's host is gone
-        n1.wait_for(lambda s: s["conn"] != "Connected", what="peer lost")
-        assert n1.snapshot()["susp_fen"]
-        n1.wait_for(lambda s: any("fence-peer helper broken, returned 1" in m
-                                  for m in n1.log_messages()), what="handler failed")
-        w = BlockWriter(n1.device, 3 << 20, os.urandom(4096))
-        w.start()
-        w.join(1.0)
-        assert w.is_alive() and n1.snapshot()["pdsk"] == "DUnknown"
-        n1.drbdadm("resume-io", "r0")                   # the admin has made sure
-        w.join(30)
-        assert not w.is_alive() and w.error is None
-        assert not n1.snapshot()["susp_fen"]
-    finally:
-        c.cleanup()
+        (tmp_path / "hold").touch()                 # the handler waits for "go"
+        links.cut()
+        n1.wait_for(lambda s: s["susp_fen"], what="I/O frozen")
+        data = os.urandom(4096)
+        w = frozen_write(n1.device, 2 << 20, data)
+        status = n1.drbdadm("status", "r0").stdout
+        assert "suspended:fencing" in status
+        (tmp_path / "go").touch()
+        assert completes(w)
+        s = n1.snapshot()
+        assert s["pdsk"] == "Outdated" and not s["susp_fen"]
+        assert n2.snapshot()["disk"] == "Outdated"
+        msgs = n1.log_messages()
+        lost = next(m for m in msgs if "conn( Connected -> NetworkFailure )" in m)
+        assert lost.endswith("susp( 0 -> 1 )")
+        i = msgs.index("drbd r0: fence-peer helper returned 4 (peer was fenced)")
+        assert "pdsk( DUnknown -> Outdated )" in msgs[i + 1]
+        assert msgs[i + 2].endswith("susp( 1 -> 0 )")
+        with open(n1.device, "rb") as f:
+            f.seek(2 << 20)
+            assert f.read(4096) == data
 
 
 def test_promoting_a_disconnected_secondary_fences_the_peer_first(tmp_path):
@@ -245,6 +240,22 @@ def test_graceful_disconnect_outdates_the_secondary_without_the_handler(tmp_path
         c.cleanup()
 
 
+def test_a_disconnect_the_peer_cannot_confirm_fences_it_instead(tmp_path):
+    """The Primary's graceful disconnect counts on the peer's Outdated only once the peer
+    said so; through a partition it cannot, so the peer is fenced as if lost."""
+    with synced_through_proxies(tmp_path, "resource-and-stonith") as (c, links):
+        n1 = c.node1
+        (tmp_path / "broken").touch()
+        links.cut()
+        n1.drbdadm("disconnect", "r0")
+        s = n1.wait_for(lambda s: any("fence-peer helper broken" in m
+                                      for m in n1.log_messages()), what="fenced")
+        assert s["pdsk"] == "DUnknown" and s["susp_fen"]
+        w = frozen_write(n1.device, 1 << 20)
+        n1.drbdadm("resume-io", "r0")
+        assert completes(w)
+
+
 def test_suspend_io_holds_writes_until_resume_io(tmp_path):
     c = Cluster(tmp_path, size="64M")
     try:
@@ -255,14 +266,45 @@ def test_suspend_io_holds_writes_until_resume_io(tmp_path):
         n1.drbdadm("suspend-io", "r0")
         assert n1.log_messages()[-1] == "block drbd0: susp( 0 -> 1 )"
         assert "suspended:user" in n1.drbdadm("status", "r0").stdout
-        w = BlockWriter(n1.device, 0, os.urandom(4096))
-        w.start()
-        w.join(1.0)
-        assert w.is_alive()
+        w = frozen_write(n1.device, 0)
         n1.drbdadm("resume-io", "r0")
-        w.join(30)
-        assert not w.is_alive() and w.error is None
+        assert completes(w)
         assert n1.log_messages()[-1] == "block drbd0: susp( 1 -> 0 )"
         assert "suspended" not in n1.drbdadm("status", "r0").stdout
+    finally:
+        c.cleanup()
+
+
+def test_no_data_accessible_suspends_io_until_the_peer_is_back(tmp_path):
+    conf = (WALKTHROUGH_CONF.replace("net {{\n", "net {{\nconnect-int 1;\n")
+            .replace("startup {{", "options {{ on-no-data-accessible suspend-io; }}\n"
+                     "startup {{"))
+    c = Cluster(tmp_path, size="64M", conf_template=conf)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        held = os.open(n1.device, os.O_RDWR)    # in use: the Primary goes on diskless,
+        n1.drbdadm("detach", "r0")              # through node2
+        write_block(n1.device, 0, os.urandom(4096))
+        n2.drbdadm("down", "r0")
+        n1.wait_for(lambda s: s["susp_nod"], what="frozen for lack of data")
+        assert "suspended:no-data" in n1.drbdadm("status", "r0").stdout
+        w = frozen_write(n1.device, 1 << 20)
+        n1.drbdadm("resume-io", "r0")           # no disk: the frozen I/O fails, as in 8.4
+        w.join(30)
+        assert not w.is_alive() and w.error is not None
+        assert n1.snapshot()["susp_nod"]        # and new I/O still waits for data
+        data = os.urandom(4096)
+        w = frozen_write(n1.device, 2 << 20, data)
+        n2.drbdadm("up", "r0")                  # the data is back: the write goes on
+        assert completes(w)
+        assert not n1.snapshot()["susp_nod"]
+        os.close(held)
+        n1.drbdadm("secondary", "r0")
+        n2.drbdadm("down", "r0")
+        with open(n2.disk, "rb") as f:
+            f.seek(2 << 20)
+            assert f.read(4096) == data
     finally:
         c.cleanup()

@@ -109,3 +109,13 @@ def test_a_changed_disk_size_is_a_resize_not_a_disk_option(tmp_path: Path):
     assert plan(tmp_path, with_(disk__given={"size": "100M"}), sized) == [
         "drbdsetup disk-options 0 --set-defaults --resync-rate=10M",
         "drbdsetup resize 0 --size=300M"]
+
+
+def test_changed_resource_options_are_set_with_defaults_for_the_rest(tmp_path: Path):
+    conf = CONF.replace("  protocol C;", "  protocol C;\n  options { on-no-data-accessible "
+                        "suspend-io; }")
+    assert plan(tmp_path, MATCHING, conf) == [
+        "drbdsetup resource-options r0 --set-defaults --on-no-data-accessible=suspend-io"]
+    assert plan(tmp_path, with_(options={"on-no-data-accessible": "suspend-io"}), conf) == []
+    assert plan(tmp_path, with_(options={"cpu-mask": "3"})) == [
+        "drbdsetup resource-options r0 --set-defaults"]

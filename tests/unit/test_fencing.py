@@ -18,6 +18,7 @@ class Disk_:
     def __init__(self, fencing: str):
         self.fencing = fencing
         self.failed = False
+        self.outdate_promised = False
         self.negotiating_disk = None
         self.open_count = 0
 
@@ -136,17 +137,49 @@ def test_suspension_is_one_flag_in_the_log():
     assert describe_change(a.with_(susp_fen=True), a) == "susp( 1 -> 0 )"
 
 
-def test_graceful_disconnect_outdating(tmp_path):
-    class Peer:
-        peer_params = {"fencing": "resource-only"}
-    res = resource(tmp_path, "resource-only", conn=Conn.Connected, pdsk=Disk.UpToDate,
+def test_teardown_changes_of_a_graceful_disconnect(tmp_path):
+    res = resource(tmp_path, "resource-only", role=Role.Secondary, conn=Conn.Connected,
+                   pdsk=Disk.UpToDate, peer=Role.Primary)
+    assert fencing.teardown_changes(res, {"outdated": True}) == {"pdsk": Disk.Outdated}
+    assert fencing.teardown_changes(res, {}) == {}
+    res.device.outdate_promised = True       # we told the Primary we are Outdated
+    assert fencing.teardown_changes(res, None) == {"disk": Disk.Outdated}
+
+
+def test_reconnecting_thaws_only_once_the_peer_knows_what_it_lacks(tmp_path):
+    res = resource(tmp_path, "resource-and-stonith", susp_fen=True)
+    res.change("resource", hard=True, conn=Conn.WFBitMapS, pdsk=Disk.Consistent)
+    assert res.state.susp_fen
+    res.change("resource", hard=True, conn=Conn.SyncSource, pdsk=Disk.Inconsistent)
+    assert not res.state.susp_fen
+
+
+def test_a_known_inconsistent_or_outdated_peer_stays_so_without_a_connection(tmp_path):
+    res = resource(tmp_path, "resource-only", conn=Conn.SyncSource, pdsk=Disk.Inconsistent,
                    peer=Role.Secondary)
-    res.peer = Peer()
-    assert fencing.disconnect_outdates(res) == "peer"
-    assert fencing.outdated_by_disconnect(res, "peer", ours=True) == {"pdsk": Disk.Outdated}
-    res.state = res.state.with_(role=Role.Secondary, peer=Role.Primary)
-    assert fencing.disconnect_outdates(res) == "self"
-    assert fencing.outdated_by_disconnect(res, "self", ours=True) == {"disk": Disk.Outdated}
-    assert fencing.outdated_by_disconnect(res, "peer") == {"disk": Disk.Outdated}
-    Peer.peer_params = {"fencing": "dont-care"}
-    assert fencing.disconnect_outdates(res) == ""
+    res.change("resource", hard=True, conn=Conn.NetworkFailure, peer=Role.Unknown)
+    assert res.state.pdsk == Disk.Inconsistent
+    res = resource(tmp_path, "resource-only", conn=Conn.Connected, pdsk=Disk.Diskless)
+    res.change("resource", hard=True, conn=Conn.NetworkFailure)
+    assert res.state.pdsk == Disk.DUnknown
+
+
+def test_no_data_accessible_freezes_a_primary_without_up_to_date_data(tmp_path):
+    res = resource(tmp_path, "dont-care", conn=Conn.Connected, pdsk=Disk.UpToDate,
+                   disk=Disk.Diskless, peer=Role.Secondary)
+    res.change("resource", hard=True, conn=Conn.NetworkFailure, pdsk=Disk.DUnknown)
+    assert not res.state.suspended                      # io-error: 8.4's default
+    res.resource_options = {**res.resource_options, "on-no-data-accessible": "suspend-io"}
+    res.change("resource", hard=True, conn=Conn.Unconnected)
+    assert res.state.susp_nod
+    res.change("resource", hard=True, susp_nod=False)   # resume-io cannot lift it
+    assert res.state.susp_nod
+    res.change("resource", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
+    assert not res.state.susp_nod
+
+
+def test_suspended_reasons_in_status_words():
+    from replicator.report import susp_text
+    assert susp_text({}) == "no"
+    assert susp_text({"susp": True, "susp_nod": True, "susp_fen": True}) == \
+        "user,no-data,fencing"
