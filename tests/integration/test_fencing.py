@@ -1,9 +1,9 @@
 """Resource-level fencing as DRBD 8.4 does it: ``disk { fencing resource-only |
 resource-and-stonith; }`` and a ``fence-peer`` handler, plus suspend-io/resume-io.
 
-The handler is what an ssh-based fence-peer script does: it outdates the peer's disk on
-the peer (here: drbdadm with the peer node's environment) and exits 4; marker files make
-it wait, fail, or find the peer unreachable. Partitions come from two FaultProxy links that
+The handler is the shipped contrib/outdate-peer-ssh.sh: it outdates the peer's disk on the
+peer over ssh and exits 4; here "ssh" runs drbdadm with the peer node's environment, and
+marker files make it wait, fail, or find the peer unreachable. Partitions come from two FaultProxy links that
 drop everything, as a network would, while both daemons stay alive.
 """
 from __future__ import annotations
@@ -21,31 +21,37 @@ from tests.integration.faultproxy import FaultProxy
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, bin_path, free_port, in_sync
 from tests.integration.test_durability import proxied_configs
 
-FENCE_SCRIPT = """#!/bin/sh
+CONTRIB_HANDLER = Path(__file__).resolve().parents[2] / "contrib" / "outdate-peer-ssh.sh"
+
+# "ssh root@HOST drbdadm ...": the command runs with HOST's udrbd environment (all nodes
+# live on this machine); marker files make it wait for "go", fail, or not reach HOST
+FAKE_SSH = """#!/bin/sh
 base={base}
-peer=$DRBD_PEERS
-echo "$DRBD_RESOURCE $peer" >> "$base/fence-calls"
+host=${{1#root@}}
+shift 2
+echo "$DRBD_RESOURCE $host" >> "$base/fence-calls"
 if [ -e "$base/hold" ]; then
     while [ ! -e "$base/go" ]; do sleep 0.05; done
 fi
 [ -e "$base/broken" ] && exit 1
-[ -e "$base/$peer.unreachable" ] && exit 5
-conf="$base/$peer.conf"
+[ -e "$base/$host.unreachable" ] && exit 255
+conf="$base/$host.conf"
 [ -e "$conf" ] || conf="$base/drbd.conf"
-env __DRBD_NODE__="$peer" UDRBD_RUN_DIR="$base/$peer/run" UDRBD_STATE_DIR="$base/$peer/run" \\
-    UDRBD_CONFIG="$conf" {drbdadm} outdate "$DRBD_RESOURCE" || exit 1
-exit 4
+exec env __DRBD_NODE__="$host" UDRBD_RUN_DIR="$base/$host/run" \\
+    UDRBD_STATE_DIR="$base/$host/run" UDRBD_CONFIG="$conf" {drbdadm} "$@"
 """
 
 
 def fencing_cluster(tmp_path: Path, policy: str) -> Cluster:
-    script = tmp_path / "fence-peer.sh"
-    script.write_text(FENCE_SCRIPT.format(base=tmp_path, drbdadm=bin_path("drbdadm")))
-    script.chmod(0o755)
+    """Two nodes whose fence-peer handler is contrib/outdate-peer-ssh.sh, over FAKE_SSH."""
+    ssh = tmp_path / "fake-ssh"
+    ssh.write_text(FAKE_SSH.format(base=tmp_path, drbdadm=bin_path("drbdadm")))
+    ssh.chmod(0o755)
+    handler = f"env UDRBD_FENCE_SSH={ssh} {CONTRIB_HANDLER}"
     conf = (WALKTHROUGH_CONF
             .replace("net {{\n", "net {{\nping-int 1;\nconnect-int 1;\n")
             .replace("startup {{", f"disk {{{{ fencing {policy}; }}}}\n"
-                     f'handlers {{{{ fence-peer "{script}"; }}}}\nstartup {{{{'))
+                     f'handlers {{{{ fence-peer "{handler}"; }}}}\nstartup {{{{'))
     return Cluster(tmp_path, size="64M", conf_template=conf)
 
 

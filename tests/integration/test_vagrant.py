@@ -204,7 +204,7 @@ def _shell_scripts() -> list[Path]:
 
 def test_the_expected_scripts_are_found():
     names = {str(p.relative_to(REPO)) for p in _shell_scripts()}
-    assert {"vagrant/provision.sh", "contrib/drbd-service.sh",
+    assert {"vagrant/provision.sh", "contrib/drbd-service.sh", "contrib/outdate-peer-ssh.sh",
             "scripts/install-service.sh"} <= names
 
 
