@@ -73,6 +73,16 @@ def _is_daemon(pid: int) -> bool:
         return False
 
 
+def has_exited(pid: int) -> bool:
+    """The process is gone, or a zombie: it has exited and only waits for its parent (init,
+    for a daemon) to reap it, which can take a while."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
 def _names_with(suffix: str) -> set[str]:
     try:
         return {n[:-len(suffix)] for n in os.listdir(run_dir()) if n.endswith(suffix)}

@@ -321,11 +321,7 @@ def cmd_down(args: list[str], opts: dict) -> int:
 
 def _wait_gone(pid: int, sock: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while time.monotonic() < deadline and not rundir.has_exited(pid):
         time.sleep(0.02)
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicator import control
+from replicator import control, rundir
 from tests.leaks import track_pid
 
 VENV_BIN = Path(sys.executable).parent
@@ -129,11 +129,7 @@ class Node:
 
 def _wait_pid_gone(pid: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while time.monotonic() < deadline and not rundir.has_exited(pid):
         time.sleep(0.02)
 
 
