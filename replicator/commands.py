@@ -206,7 +206,6 @@ async def _resource_options(daemon: Any, args: dict) -> Reply:
     except OptionError as e:
         return failure(daemon.name, ERR_INVALID_REQUEST, str(e))
     res.resource_given = merged
-    res.change("device", hard=True)          # (on-no-data-accessible applies at once)
     return ok()
 
 
@@ -427,14 +426,15 @@ async def disconnect(daemon: Any) -> None:
     changes = await fencing.outdate_before_disconnect(res)
     peer = res.peer
     res.peer = None
+    had_peer_data = res.state.pdsk >= Disk.Inconsistent
+    if res.state.conn != Conn.StandAlone:    # first: from here writes are not mirrored
+        res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
+                   **changes)                # (and resource-and-stonith freezes them)
     if peer is not None:
         await peer.stop(outdated="disk" in changes)
         with trio.move_on_after(5):          # its listener closed: a connect may follow
             await peer.ended.wait()
     if res.state.conn != Conn.StandAlone:
-        had_peer_data = res.state.pdsk >= Disk.Inconsistent
-        res.change("resource", hard=True, conn=Conn.Disconnecting, peer=Role.Unknown,
-                   **changes)
         res.change("resource", hard=True, conn=Conn.StandAlone)
         if had_peer_data and res.state.role == Role.Primary and res.device is not None:
             res.device.new_current_uuid_if_needed()

@@ -282,6 +282,8 @@ class Device:
         if not mirrored:      # nobody else waits on this loop: a small sync runs inline
             if not await self.syncer.sync(inline_ok=True):
                 raise pyfuse3.FUSEError(errno.EIO)
+            if self.resource.state.susp_fen:
+                await self._thawed()        # (A/B writes the peer may lack, lost meanwhile)
             return
         fid = peer.start_flush()        # the FLUSH travels while the local sync runs
         local_ok = await self.syncer.sync()
@@ -541,6 +543,8 @@ class Device:
     def set_uuids(self, uuids: list[int], notify: bool = True) -> None:
         """Store new generation UUIDs durably and (unless told not to) tell the peer."""
         self.md.set_uuids(list(uuids))
+        if not self.failed:                   # the device shows this disk's generation
+            self.exposed_uuid = uuids[0]      # (8.4's ed_uuid follows every current UUID)
         self.save_superblock()
         peer = self.resource.peer
         if notify and peer is not None:

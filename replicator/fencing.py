@@ -101,7 +101,11 @@ async def outdate_before_disconnect(res: Any) -> dict:
         return {}
     if (s.role == Role.Primary and policy(res) not in (None, "dont-care")
             and s.pdsk >= Disk.Consistent):
-        return {"pdsk": Disk.Outdated} if await _peer_outdates_itself(peer) else {}
+        session = peer.sessions
+        confirmed = await _peer_outdates_itself(peer)
+        if confirmed and peer.sessions == session and res.state.conn >= Conn.Connected:
+            return {"pdsk": Disk.Outdated}
+        return {}                   # (the answer of a connection that is gone: not ours)
     if (s.role == Role.Secondary and s.peer == Role.Primary and s.pdsk >= Disk.Consistent
             and s.disk >= Disk.Outdated and dev is not None and not dev.failed
             and peer.peer_params.get("fencing", "dont-care") != "dont-care"):
@@ -137,14 +141,21 @@ async def on_outdate_request(peer: Any, body: dict) -> None:
           and res.state.disk >= Disk.Outdated)
     if ok:
         await dev.persist_outdated()
+        ok = not dev.failed                 # (the metadata write failed: not on disk)
     peer.send(Msg.STATE_REQ, {"what": "outdated", "ok": ok})
+
+
+_SOURCE_SIDE = (Conn.WFBitMapS, Conn.StartingSyncS, Conn.SyncSource, Conn.PausedSyncS)
 
 
 def teardown_changes(res: Any, disconnect: dict | None) -> dict:
     """What a lost connection changes here beyond the connection state: the peer said it
     outdated itself as it left (its DISCONNECT), or we promised the Primary to be
-    Outdated."""
-    changes = {}
+    Outdated. A SyncSource does not know how far its target got (it may have finished
+    just now, or not begun): its disk is DUnknown then, not Inconsistent, so it is fenced."""
+    changes: dict[str, Disk] = {}
+    if res.state.conn in _SOURCE_SIDE:
+        changes["pdsk"] = Disk.DUnknown
     if disconnect is not None and disconnect.get("outdated"):
         changes["pdsk"] = Disk.Outdated
     dev = res.device

@@ -190,7 +190,7 @@ class Peer:
                 link.close()
                 self.link = None
             self._connection_lost(end)
-            if not end.retry:
+            if not end.retry or self.stopping:
                 return
 
     def _connection_lost(self, end: SessionEnd) -> None:

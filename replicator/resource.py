@@ -81,7 +81,7 @@ class Resource:
         if new.disk == Disk.Negotiating and new.conn < Conn.Connected and dev is not None \
                 and dev.negotiating_disk is not None:    # the connection broke before the
             new = new.with_(disk=dev.negotiating_disk)   # handshake: the disk's own state
-        new = self._no_data_freeze(self._fencing_freeze(old, new))
+        new = self._no_data_freeze(old, self._fencing_freeze(old, new))
         if new == old:
             return old
         if not hard:
@@ -121,13 +121,16 @@ class Resource:
             new = new.with_(susp_fen=False)     # back, and the peer knows what it lacks
         return new
 
-    def _no_data_freeze(self, new: State) -> State:
-        """8.4's on-no-data-accessible suspend-io: a Primary with neither an UpToDate disk
-        nor an UpToDate peer freezes I/O (instead of failing it) until data is back."""
-        no_data = (self.resource_options["on-no-data-accessible"] == "suspend-io"
-                   and new.role == Role.Primary and new.disk < Disk.UpToDate
-                   and new.pdsk < Disk.UpToDate)
-        return new if new.susp_nod == no_data else new.with_(susp_nod=no_data)
+    def _no_data_freeze(self, old: State, new: State) -> State:
+        """8.4's on-no-data-accessible suspend-io: a Primary left with neither an UpToDate
+        disk nor an UpToDate peer freezes I/O (instead of failing it) until data is back
+        or the admin runs resume-io."""
+        def no_data(s: State) -> bool:
+            return s.role == Role.Primary and s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate
+        if (self.resource_options["on-no-data-accessible"] == "suspend-io"
+                and no_data(new) and not no_data(old)):
+            return new.with_(susp_nod=True)
+        return new.with_(susp_nod=False) if new.susp_nod and not no_data(new) else new
 
     async def io_allowed(self) -> bool:
         """Wait while application I/O is suspended (suspend-io, fencing, no data); False if

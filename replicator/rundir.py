@@ -74,11 +74,13 @@ def _is_daemon(pid: int) -> bool:
 
 
 def has_exited(pid: int) -> bool:
-    """The process is gone, or a zombie: it has exited and only waits for its parent (init,
-    for a daemon) to reap it, which can take a while."""
+    """The process is gone, or a zombie whose threads have all ended (its files and locks
+    are released): it only waits for its parent (init, for a daemon) to reap it, which can
+    take a while."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+            zombie = f.read().rpartition(b")")[2].split()[0] == b"Z"
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return True
 

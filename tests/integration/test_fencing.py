@@ -296,11 +296,18 @@ def test_no_data_accessible_suspends_io_until_the_peer_is_back(tmp_path):
         n2.drbdadm("down", "r0")
         n1.wait_for(lambda s: s["susp_nod"], what="frozen for lack of data")
         assert "suspended:no-data" in n1.drbdadm("status", "r0").stdout
-        w = frozen_write(n1.device, 1 << 20)
+        w = frozen_write(n1.device, 1 << 20)    # not an I/O error: frozen
         n1.drbdadm("resume-io", "r0")           # no disk: the frozen I/O fails, as in 8.4
         w.join(30)
         assert not w.is_alive() and w.error is not None
-        assert n1.snapshot()["susp_nod"]        # and new I/O still waits for data
+        assert not n1.snapshot()["susp_nod"]    # and what comes next fails at once
+        w = BlockWriter(n1.device, 1 << 20, os.urandom(4096))
+        w.run()
+        assert w.error is not None
+        n2.drbdadm("up", "r0")
+        n1.wait_for(lambda s: s["pdsk"] == "UpToDate", what="data back")
+        n2.drbdadm("down", "r0")                # no data again: frozen again
+        n1.wait_for(lambda s: s["susp_nod"], what="frozen for lack of data")
         data = os.urandom(4096)
         w = frozen_write(n1.device, 2 << 20, data)
         n2.drbdadm("up", "r0")                  # the data is back: the write goes on

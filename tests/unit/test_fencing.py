@@ -146,6 +146,12 @@ def test_teardown_changes_of_a_graceful_disconnect(tmp_path):
     assert fencing.teardown_changes(res, None) == {"disk": Disk.Outdated}
 
 
+def test_a_sync_source_does_not_know_how_far_its_target_got(tmp_path):
+    res = resource(tmp_path, "resource-only", conn=Conn.SyncSource, pdsk=Disk.Inconsistent,
+                   peer=Role.Secondary)
+    assert fencing.teardown_changes(res, None) == {"pdsk": Disk.DUnknown}
+
+
 def test_reconnecting_thaws_only_once_the_peer_knows_what_it_lacks(tmp_path):
     res = resource(tmp_path, "resource-and-stonith", susp_fen=True)
     res.change("resource", hard=True, conn=Conn.WFBitMapS, pdsk=Disk.Consistent)
@@ -155,7 +161,7 @@ def test_reconnecting_thaws_only_once_the_peer_knows_what_it_lacks(tmp_path):
 
 
 def test_a_known_inconsistent_or_outdated_peer_stays_so_without_a_connection(tmp_path):
-    res = resource(tmp_path, "resource-only", conn=Conn.SyncSource, pdsk=Disk.Inconsistent,
+    res = resource(tmp_path, "resource-only", conn=Conn.Connected, pdsk=Disk.Inconsistent,
                    peer=Role.Secondary)
     res.change("resource", hard=True, conn=Conn.NetworkFailure, peer=Role.Unknown)
     assert res.state.pdsk == Disk.Inconsistent
@@ -169,10 +175,17 @@ def test_no_data_accessible_freezes_a_primary_without_up_to_date_data(tmp_path):
                    disk=Disk.Diskless, peer=Role.Secondary)
     res.change("resource", hard=True, conn=Conn.NetworkFailure, pdsk=Disk.DUnknown)
     assert not res.state.suspended                      # io-error: 8.4's default
+    res = resource(tmp_path, "dont-care", conn=Conn.Connected, pdsk=Disk.UpToDate,
+                   disk=Disk.Diskless, peer=Role.Secondary)
     res.resource_options = {**res.resource_options, "on-no-data-accessible": "suspend-io"}
-    res.change("resource", hard=True, conn=Conn.Unconnected)
+    res.change("resource", hard=True, conn=Conn.NetworkFailure, pdsk=Disk.DUnknown)
     assert res.state.susp_nod
-    res.change("resource", hard=True, susp_nod=False)   # resume-io cannot lift it
+    res.change("resource", hard=True, susp_nod=False)   # resume-io lifts it (8.4)
+    assert not res.state.susp_nod
+    res.change("resource", hard=True, conn=Conn.WFConnection)
+    assert not res.state.susp_nod                       # until data is lost anew
+    res.change("resource", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
+    res.change("resource", hard=True, conn=Conn.NetworkFailure, pdsk=Disk.DUnknown)
     assert res.state.susp_nod
     res.change("resource", hard=True, conn=Conn.Connected, pdsk=Disk.UpToDate)
     assert not res.state.susp_nod
