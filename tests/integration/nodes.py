@@ -8,6 +8,7 @@ and kills daemons by pid.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from replicator import control, rundir
 from tests.leaks import track_pid
@@ -252,3 +254,15 @@ class Cluster:
 
     def cleanup(self) -> None:
         cleanup_dir(self.base, self.nodes)
+
+
+@contextlib.contextmanager
+def synced_pair(tmp_path: Path, conf: str = WALKTHROUGH_CONF) -> Iterator[Cluster]:
+    """Two nodes on 64 MiB disks, connected and in sync (node1 Primary); cleaned up."""
+    c = Cluster(tmp_path, size="64M", conf_template=conf)
+    try:
+        c.up_connected()
+        c.sync_from_node1()
+        yield c
+    finally:
+        c.cleanup()

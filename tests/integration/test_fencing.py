@@ -9,7 +9,6 @@ drop everything, as a network would, while both daemons stay alive.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
@@ -18,8 +17,10 @@ from pathlib import Path
 from typing import Iterator
 
 from tests.integration.faultproxy import FaultProxy
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, bin_path, free_port, in_sync
+from tests.integration.nodes import (WALKTHROUGH_CONF, Cluster, bin_path, free_port, in_sync,
+                                     synced_pair)
 from tests.integration.test_durability import proxied_configs
+from tests.integration.test_two_nodes import data_area_digest
 
 CONTRIB_HANDLER = Path(__file__).resolve().parents[2] / "contrib" / "outdate-peer-ssh.sh"
 
@@ -42,17 +43,17 @@ exec env __DRBD_NODE__="$host" UDRBD_RUN_DIR="$base/$host/run" \\
 """
 
 
-def fencing_cluster(tmp_path: Path, policy: str) -> Cluster:
-    """Two nodes whose fence-peer handler is contrib/outdate-peer-ssh.sh, over FAKE_SSH."""
+def fencing_conf(tmp_path: Path, policy: str) -> str:
+    """drbd.conf for two nodes whose fence-peer handler is contrib/outdate-peer-ssh.sh,
+    over FAKE_SSH."""
     ssh = tmp_path / "fake-ssh"
     ssh.write_text(FAKE_SSH.format(base=tmp_path, drbdadm=bin_path("drbdadm")))
     ssh.chmod(0o755)
     handler = f"env UDRBD_FENCE_SSH={ssh} {CONTRIB_HANDLER}"
-    conf = (WALKTHROUGH_CONF
+    return (WALKTHROUGH_CONF
             .replace("net {{\n", "net {{\nping-int 1;\nconnect-int 1;\n")
             .replace("startup {{", f"disk {{{{ fencing {policy}; }}}}\n"
                      f'handlers {{{{ fence-peer "{handler}"; }}}}\nstartup {{{{'))
-    return Cluster(tmp_path, size="64M", conf_template=conf)
 
 
 def fence_calls(tmp_path: Path) -> list[str]:
@@ -100,16 +101,10 @@ def write_block(device: Path, offset: int, data: bytes) -> None:
     assert w.error is None, w.error
 
 
-def data_digest(c: Cluster, node) -> str:
-    size = node.snapshot()["size_kib"] * 1024
-    with open(node.disk, "rb") as f:
-        return hashlib.sha256(f.read(size)).hexdigest()
-
-
 @contextlib.contextmanager
 def synced_through_proxies(tmp_path: Path, policy: str) -> Iterator[tuple[Cluster, Links]]:
     """A fencing pair, synced with node1 Primary, whose link can be cut (``links.cut()``)."""
-    c = fencing_cluster(tmp_path, policy)
+    c = Cluster(tmp_path, size="64M", conf_template=fencing_conf(tmp_path, policy))
     pport = free_port()
     proxied_configs(c, tmp_path, pport)
     links = Links(FaultProxy(("127.0.0.3", pport), ("127.0.0.2", c.port), "127.0.0.4"),
@@ -157,7 +152,8 @@ def test_partition_outdates_the_peer_through_the_handler_and_heals_with_a_resync
             n.wait_for(in_sync, timeout=60, what="resynced after the partition")
         assert any("-> SyncTarget" in m for m in n2.log_messages())
         n1.drbdadm("secondary", "r0")
-        assert data_digest(c, n1) == data_digest(c, n2)
+        size_kib = n1.snapshot()["size_kib"]
+        assert data_area_digest(n1, size_kib) == data_area_digest(n2, size_kib)
 
 
 def test_stonith_freezes_io_until_the_peer_is_fenced(tmp_path):
@@ -187,10 +183,7 @@ def test_stonith_freezes_io_until_the_peer_is_fenced(tmp_path):
 
 
 def test_promoting_a_disconnected_secondary_fences_the_peer_first(tmp_path):
-    c = fencing_cluster(tmp_path, "resource-only")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path, fencing_conf(tmp_path, "resource-only")) as c:
         n1, n2 = c.nodes
         n1.kill9()                                      # the Primary's host dies
         n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer lost")
@@ -212,7 +205,8 @@ def test_promoting_a_disconnected_secondary_fences_the_peer_first(tmp_path):
             n.wait_for(in_sync, timeout=60, what="node1 resynced")
         assert n1.snapshot()["role"] == "Secondary"
         n2.drbdadm("secondary", "r0")
-        assert data_digest(c, n1) == data_digest(c, n2)
+        size_kib = n1.snapshot()["size_kib"]
+        assert data_area_digest(n1, size_kib) == data_area_digest(n2, size_kib)
         # unreachable peer: assumed dead, as our disk is UpToDate
         n1.kill9()
         n2.wait_for(lambda s: s["conn"] == "WFConnection", what="peer lost")
@@ -220,15 +214,10 @@ def test_promoting_a_disconnected_secondary_fences_the_peer_first(tmp_path):
         n2.drbdadm("primary", "r0")
         assert ("drbd r0: fence-peer helper returned 5 (peer is unreachable, assumed to be "
                 "dead)") in n2.log_messages()
-    finally:
-        c.cleanup()
 
 
 def test_graceful_disconnect_outdates_the_secondary_without_the_handler(tmp_path):
-    c = fencing_cluster(tmp_path, "resource-only")
-    try:
-        c.up_connected()
-        c.sync_from_node1()
+    with synced_pair(tmp_path, fencing_conf(tmp_path, "resource-only")) as c:
         n1, n2 = c.nodes
         n2.drbdadm("disconnect", "r0")                  # the Secondary leaves
         assert n2.snapshot()["disk"] == "Outdated"
@@ -242,8 +231,6 @@ def test_graceful_disconnect_outdates_the_secondary_without_the_handler(tmp_path
         time.sleep(0.5)                                 # (a fence call would be async)
         assert fence_calls(tmp_path) == []
         assert not any("fence-peer" in m for m in n1.log_messages())
-    finally:
-        c.cleanup()
 
 
 def test_a_disconnect_the_peer_cannot_confirm_fences_it_instead(tmp_path):

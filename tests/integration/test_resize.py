@@ -1,16 +1,14 @@
 """Online resize: grow both backing disks, ``drbdadm resize``, the new area resynced."""
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
 
 from fuseblk.mount import is_fuse_mount
 from tests.integration.loopdev import loop_device
-from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync
+from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync, synced_pair
 from tests.integration.test_durability import Writer, fail_over_to_node2, verify_on
 from tests.integration.test_two_nodes import data_area_digest, sh
 
@@ -31,18 +29,6 @@ def loop_size(dev: str) -> int:
 def sized(n: Node, size: int) -> dict:
     return n.wait_for(lambda s: s["size_kib"] * 1024 == size and in_sync(s), timeout=60,
                       what=f"in sync at {size} bytes")
-
-
-@contextlib.contextmanager
-def synced_pair(tmp_path: Path, conf: str = WALKTHROUGH_CONF) -> Iterator[Cluster]:
-    """Two nodes on 64 MiB disks, connected and in sync (node1 Primary); cleaned up."""
-    c = Cluster(tmp_path, size="64M", conf_template=conf)
-    try:
-        c.up_connected()
-        c.sync_from_node1()
-        yield c
-    finally:
-        c.cleanup()
 
 
 def down_and_compare(c: Cluster, size: int) -> None:
