@@ -217,9 +217,3 @@ def describe_change(old: State, new: State) -> str:
 
 def changed_fields(old: State, new: State) -> list[str]:
     return [f.name for f in fields(State) if getattr(old, f.name) != getattr(new, f.name)]
-
-
-def proc_flags(state: State, suspended: bool = False) -> str:
-    """The six /proc/drbd flag characters after the protocol letter (``r-----``)."""
-    return ("s" if state.suspended or suspended else "r") + ("a" if state.aftr_isp else "-") + \
-        ("p" if state.peer_isp else "-") + ("u" if state.user_isp else "-") + "--"
