@@ -165,6 +165,14 @@ async def _replace_failed_disk(daemon: Any, obj: str, args: dict) -> Reply:
     return ok()
 
 
+def options_after(args: dict, current: dict) -> dict:
+    """The options an ``*-options`` command leaves as given: those on its command line over
+    the current ones, or with ``--set-defaults`` only those (the rest back to defaults)."""
+    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
+    reset = bool(given.pop("set-defaults", False))
+    return given if reset else {**current, **given}
+
+
 @handler("disk-options")
 async def _disk_options(daemon: Any, args: dict) -> Reply:
     """``drbdsetup disk-options MINOR [--set-defaults] [--opt=value ...]``: change the disk
@@ -176,9 +184,7 @@ async def _disk_options(daemon: Any, args: dict) -> Reply:
     dev = daemon.resource.device
     if dev is None:
         return failure(obj, ERR_NO_DISK)
-    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
-    reset = bool(given.pop("set-defaults", False))
-    merged = given if reset else {**dev.attach_args["given"], **given}
+    merged = options_after(args, dev.attach_args["given"])
     try:
         opts = disk_options(merged)
     except OptionError as e:
@@ -198,9 +204,7 @@ async def _resource_options(daemon: Any, args: dict) -> Reply:
     of new-resource): without --set-defaults the others keep their values."""
     from replicator.settings import OptionError, resource_options
     res = daemon.resource
-    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
-    reset = bool(given.pop("set-defaults", False))
-    merged = given if reset else {**res.resource_given, **given}
+    merged = options_after(args, res.resource_given)
     try:
         res.resource_options = resource_options(merged)
     except OptionError as e:
@@ -346,9 +350,7 @@ async def _net_options(daemon: Any, args: dict) -> Reply:
     res, peer = daemon.resource, daemon.resource.peer
     if res.net is None or peer is None:
         return failure(daemon.name, ERR_INVALID_REQUEST, "net conf missing, try connect")
-    given = {k: v for k, v in (args.get("options") or {}).items() if not k.startswith("_")}
-    reset = bool(given.pop("set-defaults", False))
-    merged = given if reset else {**res.net_given, **given}
+    merged = options_after(args, res.net_given)
     try:
         opts = net_options(merged)
     except OptionError as e:
