@@ -94,6 +94,11 @@ def replace_engine(engine: BlockEngine) -> None:
     _ops.engine = engine
 
 
+def serving(engine: BlockEngine) -> bool:
+    """Whether the mounted file is served from ``engine`` now."""
+    return _ops is not None and _ops.engine is engine
+
+
 async def invalidate_size() -> None:
     """Tell the kernel the size changed (after a resize). Never call from inside an engine
     call that serves a request: the kernel may wait for that very request."""

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from replicator import control, fencing, rundir, snapshot
-from replicator.states import TWO_PRIMARIES, Conn, Disk, Role
+from replicator.states import Conn, Disk, Role
 
 Reply = dict[str, Any]
 
@@ -131,12 +131,9 @@ async def _attach(daemon: Any, args: dict) -> Reply:
     if res.device is not None:                   # has no disk to detach then)
         return failure(obj, ERR_DISK_CONFIGURED)
     if res.state.role == Role.Primary:
-        # 8.4 renegotiates on the live connection (disk Negotiating) and, disconnected,
-        # takes only a disk holding the data the device showed. udrbd reconnects to
-        # renegotiate: its Primary would serve the stale disk meanwhile and start a new
-        # data generation on it (a split brain at the reconnect)
-        return failure(obj, ERR_INVALID_REQUEST, "udrbd attaches a disk only to a "
-                       "Secondary: 'drbdadm secondary' first")
+        # a diskless Primary shows its peer's data: the new disk is synced from it in full
+        # (a renegotiation would let the Primary serve a stale disk meanwhile)
+        return await _replace_failed_disk(daemon, obj, args)
     if res.peer is not None and res.state.conn >= Conn.Connected:
         res.peer.renegotiating = True     # no promotion onto the new disk in between
     try:
@@ -276,11 +273,10 @@ async def _primary(daemon: Any, args: dict) -> Reply:
         # a disk attached while connected may hold stale data until the handshake says
         # (8.4 shows it Negotiating meanwhile)
         return state_failure(obj, -2, "Need access to UpToDate data")
-    if res.device is None:        # diskless: 8.4 would go on through an UpToDate peer;
-        if res.state.peer == Role.Primary and not (res.net or {}).get("allow-two-primaries"):
-            return state_failure(obj, *TWO_PRIMARIES)
-        return state_failure(obj, -2, "Need access to UpToDate data")    # udrbd does not
-    code, text = await res.device.promote(force=bool(args.get("force")))
+    if res.device is None:        # diskless: on the peer's data, as 8.4
+        code, text = await res.diskless.promote()
+    else:
+        code, text = await res.device.promote(force=bool(args.get("force")))
     return state_failure(obj, code, text) if code else ok()
 
 
@@ -292,10 +288,8 @@ async def _secondary(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Secondary:
         return ok()
-    if res.device is None:        # a detached Primary: its device file opens nothing
-        code, text = res.try_change("device", role=Role.Secondary)
-    else:
-        code, text = await res.device.demote()
+    engine = res.device if res.device is not None else res.diskless
+    code, text = await engine.demote()
     return state_failure(obj, code, text) if code else ok()
 
 

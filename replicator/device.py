@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from typing import Any, Awaitable, Callable
 
 import pyfuse3
@@ -25,6 +24,8 @@ from meta.metadata import Metadata, MetadataError, MetaSpec, UncleanMetadata, pp
 from meta.superblock import MDF
 from replicator import fencing, latency
 from replicator import uuids as U
+from replicator.diskless import (demote_once_closed, flush_peer, frozen_while_no_data,
+                                 open_error, read_from_peer, thawed, write_to_peer)
 from replicator.states import (NO_UP_TO_DATE_DISK, PRIMARY_NOP, Conn, Disk, Role, State,
                                StateError)
 from replicator.syncer import Syncer
@@ -101,50 +102,27 @@ class Device:
     def size(self) -> int:
         return self._size
 
-    async def _thawed(self) -> None:
-        """Wait while application I/O is suspended; EIO if the admin failed it meanwhile."""
-        if self.resource.state.suspended and not await self.resource.io_allowed():
-            raise pyfuse3.FUSEError(errno.EIO)
-
-    async def _frozen_while_no_data(self, io: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``io``; an I/O error for lack of data freezes it instead, and it runs again
-        once data is back (8.4's on-no-data-accessible suspend-io)."""
-        while True:
-            await self._thawed()
-            try:
-                return await io()
-            except pyfuse3.FUSEError as e:
-                if e.errno != errno.EIO or not self.resource.state.susp_nod:
-                    raise
-
     async def read(self, offset: int, length: int) -> bytes:
-        return await self._frozen_while_no_data(lambda: self._read(offset, length))
+        return await frozen_while_no_data(self.resource, lambda: self._read(offset, length))
 
     async def _read(self, offset: int, length: int) -> bytes:
         s = self.resource.state
         if self.failed or (s.disk < Disk.UpToDate and self.bitmap.count_bits(
                 offset // 4096, (offset + length - 1) // 4096 - offset // 4096 + 1)):
-            data = await self._read_from_peer(offset, length)
+            data = await read_from_peer(self.resource, offset, length)
         else:
             try:
                 data = await self.syncer.read(length, offset)
             except OSError as e:
                 self.io_error("read", e)
-                data = await self._read_from_peer(offset, length)
+                data = await read_from_peer(self.resource, offset, length)
             if len(data) < length:        # a sparse file's tail reads short: zeros
                 data += bytes(length - len(data))
         self.read_kib += length >> 10
         return data
 
-    async def _read_from_peer(self, offset: int, length: int) -> bytes:
-        peer = self.resource.peer
-        data = await peer.remote_read(offset, length) if peer is not None else None
-        if data is None:
-            raise pyfuse3.FUSEError(errno.EIO)
-        return data
-
     async def write(self, offset: int, data: bytes | memoryview) -> int:
-        return await self._frozen_while_no_data(lambda: self._write(offset, data))
+        return await frozen_while_no_data(self.resource, lambda: self._write(offset, data))
 
     async def _write(self, offset: int, data: bytes | memoryview) -> int:
         if self.failed:
@@ -153,7 +131,7 @@ class Device:
         length = len(data)
         first, last = Bitmap.extents_of_range(offset, length)
         try:
-            await self._al_begin(first, last)
+            await self.al_begin(first, last)
         except OSError as e:
             self.io_error("activity log", e, meta=True)
             return await self._write_to_peer_only(offset, data)
@@ -167,7 +145,7 @@ class Device:
                     peer.resync.app_write(offset, length)
                 if peer.protocol != "C":    # A, B: the extent stays in the activity log
                     release_al = False      # until the peer surely has the write
-                    pending.on_retire = lambda: self._al_end(first, last)
+                    pending.on_retire = lambda: self.al_end(first, last)
             local_ok = await self._write_local(offset, data)
             if local_ok:
                 if pending is not None:     # an fsync-heavy writer: the local sync runs
@@ -180,10 +158,10 @@ class Device:
             if not local_ok and (pending is None or pending.lost):
                 raise pyfuse3.FUSEError(errno.EIO)      # neither disk has it
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
-                await self._thawed()        # the peer lacks it: not done before it is fenced
+                await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
             if release_al:
-                self._al_end(first, last)
+                self.al_end(first, last)
             latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
@@ -201,13 +179,7 @@ class Device:
 
     async def _write_to_peer_only(self, offset: int, data: bytes | memoryview) -> int:
         """No usable local disk (detached after an I/O error): the peer's copy is the data."""
-        peer = self.resource.peer
-        if peer is None or not peer.mirroring() or self.resource.state.pdsk < Disk.UpToDate:
-            raise pyfuse3.FUSEError(errno.EIO)
-        pending = peer.submit_write(offset, data)
-        await pending.done.wait()
-        if pending.lost:
-            raise pyfuse3.FUSEError(errno.EIO)
+        await write_to_peer(self.resource, offset, data)
         self.written_kib += len(data) >> 10
         return len(data)
 
@@ -242,7 +214,7 @@ class Device:
             else:
                 res.nursery.start_soon(self.let_go_of_failed_disk)
 
-    async def _al_begin(self, first: int, last: int) -> None:
+    async def al_begin(self, first: int, last: int) -> None:
         al = self.al
         if not self.al_busy and not al.needs_transaction(first, last):
             al.begin_io(first, last)          # hot: no disk I/O, no waiting
@@ -261,7 +233,7 @@ class Device:
                 self.al_busy -= 1
         self.al_writes += written
 
-    def _al_end(self, first: int, last: int) -> None:
+    def al_end(self, first: int, last: int) -> None:
         self.al.end_io(first, last)
         self._al_released.set()
         self._al_released = trio.Event()
@@ -269,21 +241,20 @@ class Device:
     async def flush(self) -> None:
         """fsync: the local disk and the peer's, in parallel; EIO if neither has it all on
         stable storage. New generation UUIDs reach the disk first."""
-        await self._frozen_while_no_data(self._flush)
+        await frozen_while_no_data(self.resource, self._flush)
 
     async def _flush(self) -> None:
         await self.superblock_synced()
         peer = self.resource.peer
         mirrored = peer is not None and peer.mirroring()
         if self.failed:
-            if not (mirrored and await peer.flush()):
-                raise pyfuse3.FUSEError(errno.EIO)
+            await flush_peer(self.resource)
             return
         if not mirrored:      # nobody else waits on this loop: a small sync runs inline
             if not await self.syncer.sync(inline_ok=True):
                 raise pyfuse3.FUSEError(errno.EIO)
             if self.resource.state.susp_fen:
-                await self._thawed()        # (A/B writes the peer may lack, lost meanwhile)
+                await thawed(self.resource)     # (A/B writes the peer may lack, lost meanwhile)
             return
         fid = peer.start_flush()        # the FLUSH travels while the local sync runs
         local_ok = await self.syncer.sync()
@@ -291,14 +262,14 @@ class Device:
         if not (peer_ok or local_ok):
             raise pyfuse3.FUSEError(errno.EIO)
         if not peer_ok:
-            await self._thawed()            # the peer went away: not before it is fenced
+            await thawed(self.resource)     # the peer went away: not before it is fenced
 
     async def discard(self, offset: int, length: int) -> None:
-        await self._thawed()
+        await thawed(self.resource)
         if self.failed:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
-        await self._al_begin(first, last)
+        await self.al_begin(first, last)
         try:
             peer = self.resource.peer
             pending = None
@@ -312,17 +283,12 @@ class Device:
             else:
                 await pending.done.wait()
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
-                await self._thawed()        # the peer lacks it: not done before it is fenced
+                await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
-            self._al_end(first, last)
+            self.al_end(first, last)
 
     def may_open(self, writable: bool) -> int:
-        s = self.resource.state
-        if s.role != Role.Primary:            # 8.4's drbd_open: EROFS for a writable
-            return errno.EROFS if writable else errno.EMEDIUMTYPE      # open, else EMEDIUMTYPE
-        if s.disk < Disk.UpToDate and s.pdsk < Disk.UpToDate and not s.susp_nod:
-            return errno.ENODATA              # (on-no-data-accessible suspend-io: I/O waits)
-        return 0
+        return open_error(self.resource.state, writable)
 
     def opened(self, writable: bool) -> None:
         self.open_count += 1
@@ -374,13 +340,7 @@ class Device:
         return 0, ""
 
     async def demote(self) -> tuple[int, str]:
-        res = self.resource
-        deadline = time.monotonic() + 2.0
-        # a loop device detaching after umount releases the file a moment later
-        while self.open_count and time.monotonic() < deadline:
-            await trio.sleep(0.02)
-        code, text = res.try_change("device", role=Role.Secondary)
-        return code, text
+        return await demote_once_closed(self.resource, self)
 
     # -- state -> metadata ----------------------------------------------------------------
     def state_changed(self, old: State, new: State) -> None:
@@ -676,17 +636,23 @@ async def attach_device(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
 
 async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index: Any,
                               options: dict) -> None:
-    """``drbdsetup attach`` on a Primary whose disk failed (its I/O goes through the
-    peer): the new disk takes over the device file while it stays open and in use, and
-    is filled by a full sync from the UpToDate peer (8.4 attaches to a diskless Primary
-    the same way: DRBD's "replacing a failed disk"). The device keeps its size: a
-    smaller disk is refused."""
+    """``drbdsetup attach`` on a Primary without a disk of its own (its disk failed or was
+    detached, or it never had one: its I/O goes through the peer): the new disk takes over
+    the device file while it stays open and in use, and is filled by a full sync from the
+    UpToDate peer (DRBD's "replacing a failed disk"; 8.4 attaches to a diskless Primary
+    only a disk holding the data it shows, udrbd syncs any disk in full). The device keeps
+    its size: a smaller disk is refused."""
     from replicator import resync
     from replicator.commands import ERR_DISK_TOO_SMALL, ERR_INVALID_REQUEST
     import fuseblk
     res = daemon.resource
-    old: Device = res.device
-    await old.let_go_of_failed_disk()
+    if res.device is not None:
+        old = res.device
+        await old.let_go_of_failed_disk()
+    else:
+        old = daemon.diskless.engine
+        if not daemon.diskless.mounted:
+            raise AttachError(*ERR_INVALID_REQUEST, "the device file is not served")
     dev = _open_disk(res, disk, meta_disk, meta_index, options)
     size = old.size()
     if dev.md.data_bytes < size:
@@ -709,7 +675,11 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     # no checkpoint from here on: an open or close served meanwhile would be counted by
     # the old engine and lost
     dev.open_count, dev.writers = old.open_count, old.writers
-    dev.fuse_scope, dev.fuse_done = old.fuse_scope, old.fuse_done
+    if isinstance(old, Device):
+        dev.fuse_scope, dev.fuse_done = old.fuse_scope, old.fuse_done
+    else:
+        dev.fuse_scope, dev.fuse_done = daemon.diskless.hand_over()
+        old.open_count = old.writers = 0
     res.device = dev
     fuseblk.replace_engine(dev)
     res.change("device", hard=True, disk=Disk.Inconsistent)
@@ -809,6 +779,10 @@ async def _detach_device(daemon: Any, force: bool, serve_diskless: bool) -> tupl
         res.change("device", hard=True, disk=Disk.Failed)
     await _close_disk(dev, clean=not dev.failed)
     res.device = None
+    engine = daemon.diskless.engine     # connected, it has the peer's data from here on
+    if res.state.conn >= Conn.Connected and res.state.pdsk >= Disk.Inconsistent:
+        engine.peer_size = dev.size()
+    engine.exposed_uuid = dev.exposed_uuid
     res.change("device", hard=True, disk=Disk.Diskless)
     if serve_diskless:
         try:

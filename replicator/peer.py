@@ -16,6 +16,7 @@ from typing import Any, Callable
 import trio
 
 from fuseblk._lowlevel import wait_polling
+from meta.bitmap import Bitmap
 from replicator import fencing, handlers, latency, resize, resync, verify
 from replicator import uuids as U
 from replicator.connector import AuthFailed, Connector, Endpoint, authenticate
@@ -338,6 +339,7 @@ class Peer:
             "two-primaries": o["allow-two-primaries"],
             "discard-my-data": self.discard_my_data,
             "size": disk.backing_size() if disk else 0,
+            "current": disk.size() if disk else 0,   # a diskless peer takes this size over
             "user": disk.user_size if disk else 0,
             "uuids": dev.md.uuids if dev else [0, 0, 0, 0],
             "bits": disk.bitmap.count() if disk else 0,
@@ -431,7 +433,7 @@ class Peer:
         res = self.res
         self.peer_uuids = list(p["uuids"])
         if self._usable_disk() is None or dev.failed or Disk(p["disk"]) < Disk.Inconsistent:
-            self._connect_diskless(p)
+            await self._connect_diskless(p)
             return
         self.peer_offer = int(p["size"])
         user = min((u for u in (dev.user_size, int(p.get("user") or 0)) if u), default=0)
@@ -496,19 +498,23 @@ class Peer:
                        pdsk=peer_disk)
         self.resync.begin()
 
-    def _connect_diskless(self, p: dict) -> None:
-        """One side has no disk (detached, or on-io-error took it): as 8.4, nothing to
-        compare or resync, the nodes just connect. A diskless Primary goes on through the
-        peer, so it may only connect to the data it was showing."""
-        res, dev = self.res, self.dev
+    async def _connect_diskless(self, p: dict) -> None:
+        """One side has no disk (detached, never attached, or on-io-error took it): as 8.4,
+        nothing to compare or resync, the nodes just connect, and a node without a disk
+        takes over its peer's size. A diskless Primary goes on through the peer, so it may
+        only connect to the data it was showing."""
+        res = self.res
         peer_role, peer_disk = Role(p["role"]), Disk(p["disk"])
         theirs = int(p["uuids"][0])
-        if res.state.role == Role.Primary and dev is not None and dev.failed:
-            if (dev.exposed_uuid | 1) != (theirs | 1):
+        view = res.diskless_view()
+        if res.state.role == Role.Primary and view is not None:
+            if (view.exposed_uuid | 1) != (theirs | 1):
                 self.log.device(f"Can only connect to data with current UUID="
-                                f"{dev.exposed_uuid:016X}")
+                                f"{view.exposed_uuid:016X}")
                 raise SessionEnd(Conn.Disconnecting, retry=False)
         self._refuse_two_primaries(peer_role)
+        if self.dev is None and peer_disk >= Disk.Inconsistent:
+            await res.diskless.adopt_size(int(p.get("current") or p["size"]))
         res.change("device", hard=True, peer=peer_role, conn=Conn.Connected, pdsk=peer_disk)
 
     def _refuse_two_primaries(self, peer_role: Role) -> None:
@@ -703,18 +709,39 @@ class Peer:
             self.send(Msg.NEG_ACK, {"seq": seq})
             return
         off = self._checked_range(b["off"], len(data), "write")
+        if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
+            await self._write_only_copy(dev, off, data, seq)    # only copy
+            return
         try:
             await dev.syncer.write(data, off)
         except OSError as e:
             self.send(Msg.NEG_ACK, {"seq": seq})
             dev.io_error("write", e)
             return
-        if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
-            dev.bitmap.set_range(off, len(data))       # only copy, its peer will need it
-        dev.written_kib += len(data) >> 10
-        self.nr_kib += len(data) >> 10
+        self._wrote(dev, off, len(data), seq)
+
+    async def _write_only_copy(self, dev: Any, off: int, data: memoryview, seq: int) -> None:
+        """A diskless Primary's write: its own disk, once back, lacks it. The block is
+        marked, and the write goes through the activity log as a local one does (8.4), so
+        that after a crash here the mark is restored from the log."""
+        first, last = Bitmap.extents_of_range(off, len(data))
+        await dev.al_begin(first, last)
+        try:
+            await dev.syncer.write(data, off)
+        except OSError as e:
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            dev.io_error("write", e)
+            return
+        finally:
+            dev.bitmap.set_range(off, len(data))
+            dev.al_end(first, last)
+        self._wrote(dev, off, len(data), seq)
+
+    def _wrote(self, dev: Any, off: int, length: int, seq: int) -> None:
+        dev.written_kib += length >> 10
+        self.nr_kib += length >> 10
         if self.resync is not None:
-            self.resync.app_write(off, len(data))
+            self.resync.app_write(off, length)
         self.written_upto = seq
 
     async def _on_discard(self, b: dict) -> None:
@@ -830,19 +857,23 @@ class Peer:
             self._follow_exposed_data()
         lost_peer_disk = (res.state.pdsk in (Disk.Inconsistent, Disk.Consistent, Disk.UpToDate)
                           and disk < Disk.Inconsistent)
+        diskless_promoted = (disk < Disk.Inconsistent and role == Role.Primary
+                             and res.state.peer != Role.Primary)
         res.change("device", hard=True, peer=role, pdsk=disk)
         if disk < Disk.Inconsistent:
             self.abort_sync()
         if lost_peer_disk and Role.Primary in (res.state.role, role) and self.dev is not None:
             self.dev.new_current_uuid_if_needed()   # 8.4: lost contact to peer's data
+        elif diskless_promoted and self._usable_disk() is not None:
+            self.dev.new_current_uuid_if_needed()   # 8.4: its writes now reach this disk only
         if self.resync is None and res.state.conn == Conn.Connected:
             resync.maybe_start_after_state(self)
 
     def _follow_exposed_data(self) -> None:
         """A diskless Primary shows the peer's data: its generation is the peer's."""
-        dev = self.dev
-        if dev is not None and dev.failed and self.res.state.role == Role.Primary:
-            dev.exposed_uuid = self.peer_uuids[0]
+        view = self.res.diskless_view()
+        if view is not None and self.res.state.role == Role.Primary:
+            view.exposed_uuid = self.peer_uuids[0]
 
     def abort_sync(self) -> None:
         """A disk failed (here or there): no resync or verify can go on; stay Connected."""

@@ -33,6 +33,7 @@ class Resource:
         self.volume_nr = 0
         self.device_path: str | None = None
         self.device = None            # replicator.device.Device once attached
+        self.diskless = None          # replicator.diskless.DisklessEngine (serves no disk)
         self.peer = None              # replicator.peer.Peer while a net config exists
         self.net: dict[str, Any] | None = None   # connect options (issue: replication)
         self.resource_options: dict[str, Any] = resource_options({})   # options { } typed
@@ -45,7 +46,16 @@ class Resource:
 
     # -- state machine -------------------------------------------------------------------
     def device_open(self) -> bool:
-        return self.device is not None and self.device.open_count > 0
+        engine = self.device if self.device is not None else self.diskless
+        return engine is not None and engine.open_count > 0
+
+    def diskless_view(self) -> Any:
+        """What the device shows while no disk of its own serves it (8.4's diskless
+        Primary shows its peer's data): the Device whose disk failed, or the diskless
+        engine; None while a disk serves."""
+        if self.device is not None:
+            return self.device if self.device.failed else None
+        return self.diskless
 
     def validate(self, new: State, old: State | None = None) -> None:
         """DRBD's rules for ``new``; as 8.4, a change out of a state that already broke the

@@ -109,6 +109,8 @@ def take(res: Any) -> dict:
     if dev is not None:
         snap.update(dev.statistics())
         snap["lower_pending"] = int(getattr(dev, "al_busy", 0))
+    elif res.diskless is not None:
+        snap.update(res.diskless.statistics())
     peer = res.peer
     if peer is not None:
         snap.update(peer.statistics())

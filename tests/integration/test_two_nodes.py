@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import Cluster, Node
+from tests.integration.nodes import Cluster, Node, in_sync
 
 
 def sh(*args: str) -> str:
@@ -198,19 +198,23 @@ def test_wait_con_int_times_out_then_sees_the_peer(tmp_path: Path):
         c.cleanup()
 
 
-def test_a_primary_without_disk_refuses_attach_and_promotion_cleanly(cluster: Cluster):
+def test_a_primary_without_disk_attaches_by_a_full_sync_and_no_stale_disk_is_promoted(
+        cluster: Cluster):
     """udrbd renegotiates an attach by reconnecting; a Primary doing that used to start a
-    new data generation on its stale disk: split brain. It attaches as Secondary now.
-    And a diskless node asked to become Primary says why it cannot (it used to crash the
-    command handler)."""
+    new data generation on its stale disk: split brain. A diskless Primary's new disk is
+    synced in full from the peer instead, and a Secondary's stays unpromotable until the
+    handshake has judged it. A diskless node connected to an UpToDate peer may become
+    Primary, as in 8.4 (asking used to crash the command handler, later it was refused)."""
     synced_primary(cluster)
     n1, n2 = cluster.nodes
     n1.drbdadm("detach", "r0")
     n1.wait_for(lambda s: s["disk"] == "Diskless" and s["pdsk"] == "UpToDate", what="detached")
-    r = n1.drbdadm("attach", "r0", check=False)
-    assert r.returncode == 10
-    assert "0: Failure: (162) Invalid configuration request" in r.stderr
-    assert "udrbd attaches a disk only to a Secondary" in r.stderr
+    n1.drbdadm("attach", "r0")
+    for n in cluster.nodes:
+        n.wait_for(in_sync, timeout=60, what="attached and synced in full")
+    began = [m for m in n1.log_messages() if "Began resync as SyncTarget" in m][-1]
+    assert f"will sync {n1.snapshot()['size_kib']} KB" in began
+    n1.drbdadm("detach", "r0")
     r = n2.drbdadm("primary", "r0", check=False)            # node1 is Primary
     assert r.returncode == 11
     assert "0: State change failed: (-1) Multiple primaries not allowed by config" in r.stderr
@@ -230,7 +234,13 @@ def test_a_primary_without_disk_refuses_attach_and_promotion_cleanly(cluster: Cl
         n.wait_for(lambda s: s["conn"] == "Connected" and s["disk"] == "UpToDate"
                    and s["pdsk"] == "UpToDate", timeout=60, what="renegotiated")
     assert not any("Split-Brain" in m for n in cluster.nodes for m in n.log_messages())
-    n2.drbdadm("detach", "r0")                             # a diskless Secondary, peer
-    r = n2.drbdadm("primary", "r0", check=False)            # Secondary: no data here
+    n2.drbdadm("detach", "r0")                              # a diskless Secondary whose
+    n2.drbdadm("primary", "r0")                             # peer is UpToDate
+    assert n2.snapshot()["role"] == "Primary"
+    n2.drbdadm("disconnect", "r0")
+    r = n2.drbdadm("primary", "r0", check=False)            # no data here: already
+    assert r.returncode == 0                                # Primary, nothing to do
+    n2.drbdadm("secondary", "r0")
+    r = n2.drbdadm("primary", "r0", check=False)            # alone without a disk
     assert r.returncode == 17
     assert "0: State change failed: (-2) Need access to UpToDate data" in r.stderr
