@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Union
 import pyfuse3
 import trio
 
+from meta.metadata import ppsize
 from replicator.states import NO_UP_TO_DATE_DISK, Disk, Role, State
 
 
@@ -93,6 +94,7 @@ class DisklessEngine:
 
     def __init__(self, res: Any):
         self.res = res
+        self.log = res.log
         self.peer_size = 0          # the connected peer's device size (8.4 takes it over)
         self.exposed_uuid = 0       # as a Primary: the peer's data generation it shows
         self.open_count = 0
@@ -105,14 +107,16 @@ class DisklessEngine:
 
     async def adopt_size(self, size: int) -> None:
         """The connected peer's device size is this device's (8.4's receive_sizes on a
-        diskless node). It stays while the device is open: a loop device on it keeps its
-        size; the Primary would fail its I/O anyway once the peer is gone."""
-        if size == self.peer_size or (self.open_count and self.peer_size):
+        diskless node), when connecting and after an online resize. It does not shrink
+        while the device is open: a loop device on it would lose its tail."""
+        if size == self.peer_size or (self.open_count and size < self.peer_size):
             return
         self.peer_size = size
+        self.log.device(f"size = {ppsize(size >> 10)} ({size >> 10} KB)")
         import fuseblk
         if fuseblk.serving(self):       # (else the next mount reads the size)
-            await fuseblk.invalidate_size()
+            from replicator import resize
+            await resize.expose(self, self.res.device_path)
 
     async def promote(self) -> tuple[int, str]:
         """Primary on the peer's data: only while connected to an UpToDate peer. (8.4's

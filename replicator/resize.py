@@ -143,6 +143,8 @@ async def on_sizes(peer: Any, b: dict) -> None:
     peer.peer_size = int(b["size"])
     ask = bool(b.get("ask"))
     dev = peer._usable_disk()
+    if peer.dev is None and peer.peer_size:     # no disk here: the peer's size is ours
+        await peer.res.diskless.adopt_size(peer.peer_size)
     if ask:
         peer.resize_clean = bool(b.get("clean"))
         user = int(b.get("user") or 0)
@@ -252,11 +254,11 @@ async def command(daemon: Any, opts: dict) -> tuple[int, str] | None:
     clean, forced = bool(opts.get("assume-clean")), bool(opts.get("assume-peer-has-space"))
     peer = res.peer
     connected = peer is not None and res.state.conn == Conn.Connected
-    if connected:
+    if forced:                            # (8.4 takes the user's word connected or not,
+        dev.log.device("Resize while not connected was forced by the user!")   # e.g.
+        offer = 1 << 62                   # with a diskless peer, which offers nothing)
+    elif connected:
         offer = peer.peer_offer if res.state.pdsk >= Disk.Inconsistent else 0
-    elif forced:
-        dev.log.device("Resize while not connected was forced by the user!")
-        offer = 1 << 62                   # the peer will have whatever we have
     else:
         offer = 0
     if connected:

@@ -135,6 +135,17 @@ def test_a_node_that_never_had_a_disk_serves_as_primary(tmp_path: Path):
         finally:
             os.close(fd)
         assert verify_on(n2, seed, [0] + offsets) == []      # read through node1
+        size = n2.snapshot()["size_kib"]
+        assert size == n1.snapshot()["size_kib"] and os.stat(n2.device).st_size == size << 10
+        os.truncate(n1.disk, 96 << 20)                       # node1's disk grows online
+        n1.drbdadm("resize", "r0")                            # node2 offers no room (8.4)
+        assert n1.snapshot()["size_kib"] == size
+        n1.drbdadm("--", "--assume-peer-has-space", "resize", "r0")
+        grown = n1.snapshot()["size_kib"]
+        assert grown > size
+        n2.wait_for(lambda s: s["size_kib"] == grown, what="node2 follows the resize")
+        assert os.stat(n2.device).st_size == grown << 10
+        assert in_log(n2, f"({grown} KB)")
         n2.drbdadm("secondary", "r0")
         n1.drbdadm("primary", "r0")
         assert verify_on(n1, seed, [0] + offsets) == []

@@ -51,7 +51,7 @@ def make_peer(dev: Dev, role=Role.Primary, peer_role=Role.Secondary, accepted=Fa
                   pdsk=Disk.UpToDate)
     return SimpleNamespace(
         res=SimpleNamespace(state=state), sent=sent, peer_offer=0, peer_size=dev.size(),
-        resize_pending=False, resize_clean=False, sizes_answered=None,
+        resize_pending=False, resize_clean=False, sizes_answered=None, dev=dev,
         _usable_disk=lambda: dev, link_accepted=lambda: accepted,
         send=lambda msg, body: sent.append((msg, body)))
 
