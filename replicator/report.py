@@ -321,6 +321,48 @@ def unconfigured(snap: dict | None) -> bool:
     return snap is None or (snap["conn"] == "StandAlone" and snap["disk"] == "Diskless")
 
 
+def sh_status(minor: int, snap: dict | None) -> str:
+    """``drbdsetup sh-status MINOR``: 8.4's shell variables for scripts (the OCF resource
+    agent and drbd-overview eval them, then call ``_sh_status_process``)."""
+    out = [f"_minor={minor}"]
+    if snap is None:
+        out += ["_volume=-1", "_known=NA # not available or not yet created", ""]
+    else:
+        out += [f"_res_name={_sh_word(snap['name'])}", f"_volume={snap['volume']}"]
+    if snap is None or (unconfigured(snap) and snap["role"] != "Primary"):
+        if snap is not None:
+            out += ["_known=Unconfigured", ""]
+        out += ["_cstate=Unconfigured", "_role=", "_peer=", "_disk=", "_pdsk=",
+                "_flags_susp=", "_flags_aftr_isp=", "_flags_peer_isp=", "_flags_user_isp=",
+                "_resynced_percent="]
+    else:
+        def flag(name: str) -> str:
+            return "1" if snap.get(name) else ""
+        out += ["_known=Configured", "", f"_cstate={snap['conn']}", f"_role={snap['role']}",
+                f"_peer={snap['peer']}", f"_disk={snap['disk']}", f"_pdsk={snap['pdsk']}", "",
+                f"_flags_susp={flag('susp')}", f"_flags_aftr_isp={flag('aftr_isp')}",
+                f"_flags_peer_isp={flag('peer_isp')}", f"_flags_user_isp={flag('user_isp')}",
+                "", f"_resynced_percent={_resynced_per_mille(snap)}"]
+    return "\n".join(out) + "\n\n_sh_status_process\n\n\n"
+
+
+def _resynced_per_mille(snap: dict) -> str:
+    """8.4's sync progress in tenths of a percent, only while a resync runs."""
+    if not sync_details(snap):
+        return ""
+    total = snap["rs_total_kib"] // 4
+    shift = 16 if total >= 1 << 32 else 10
+    left = (snap.get("rs_left_kib", 0) // 4) >> shift
+    per_mille = 1000 - left * 1000 // (1 + (total >> shift))
+    return f"{per_mille // 10}.{per_mille % 10}"
+
+
+def _sh_word(word: str) -> str:
+    """drbdsetup's shell_escape: a backslash before all but ``%+-./:=@_`` and alphanumerics."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "%+-./:=@_") else "\\" + c
+                   for c in word)
+
+
 def role(snap: dict | None) -> str:
     return "Unconfigured" if unconfigured(snap) else f"{snap['role']}/{snap['peer']}"
 

@@ -40,7 +40,7 @@ COMMANDS:
  check-resize  suspend-io  resume-io  resource-options
  create-md  dump-md  show-gi  get-gi  apply-al  wipe-md
  sh-resources  sh-resource  sh-dev  sh-minor  sh-ll-dev  sh-md-dev  sh-md-idx  sh-ip
- sh-b-pri
+ sh-b-pri  sh-status
 """
 
 
@@ -86,12 +86,13 @@ def _split_bundled(argv: list[str]) -> list[str]:
     return out
 
 
+DRBDADM_VERSION = "8.9.4"      # the drbd-utils whose drbdadm-84 udrbd's follows
 VERSION = f"""\
 DRBDADM_BUILDTAG=udrbd\\ {udrbd_version()}
 DRBDADM_API_VERSION=1
 DRBD_KERNEL_VERSION_CODE=0x08040b
 DRBDADM_VERSION_CODE=0x080904
-DRBDADM_VERSION=8.9.4
+DRBDADM_VERSION={DRBDADM_VERSION}
 """
 
 
@@ -258,8 +259,7 @@ class Planner:
             return []
         peer = peers[0]
         from replicator.sync_handshake import discard_node_policy
-        opts = [f"--protocol={res.protocol}",
-                *_explicit_options(res, self.cfg, "net", {"protocol"})]
+        opts = _explicit_options(res, self.cfg, "net", set())    # (drbdsetup: C if none)
         sb0 = "--after-sb-0pri="            # discard-node-NAME: local on NAME, else remote
         opts = [sb0 + discard_node_policy(o[len(sb0):], self.node) if o.startswith(sb0) else o
                 for o in opts]
@@ -528,13 +528,15 @@ def do_status(p: Planner, res: Resource, inv: Invocation) -> int:
                      inv.dry_run)
 
 
-def _wait_args(res: Resource) -> list[str]:
-    st = res.startup
-    return [f"--wfc-timeout={st['wfc-timeout']}", f"--degr-wfc-timeout={st['degr-wfc-timeout']}"]
+def _wait_args(p: Planner, res: Resource) -> list[str]:
+    """The startup section's timeouts as written (drbdsetup's defaults are 8.4's)."""
+    return [o for o in _explicit_options(res, p.cfg, "startup", set())
+            if o.split("=")[0] in ("--wfc-timeout", "--degr-wfc-timeout",
+                                   "--outdated-wfc-timeout", "--wait-after-sb")]
 
 
 def do_wait_connect(p: Planner, res: Resource, inv: Invocation) -> int:
-    return run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), inv.dry_run)
+    return run_steps(p.minor_steps(res, "wait-connect", _wait_args(p, res)), inv.dry_run)
 
 
 WAIT_TEXT = """\
@@ -553,7 +555,7 @@ def wait_con_int(p: Planner, resources: list[Resource], inv: Invocation) -> int:
     import time
     if inv.dry_run:
         for res in resources:
-            run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), True)
+            run_steps(p.minor_steps(res, "wait-connect", _wait_args(p, res)), True)
         return 0
     waiting = [r for r in resources if is_running(r.name)]
     if not waiting:
@@ -569,7 +571,7 @@ def wait_con_int(p: Planner, resources: list[Resource], inv: Invocation) -> int:
 
     def wait(res: Resource) -> None:
         try:
-            run_steps(p.minor_steps(res, "wait-connect", _wait_args(res)), False)
+            run_steps(p.minor_steps(res, "wait-connect", _wait_args(p, res)), False)
             results[res.name] = 0
         except Failed as e:
             results[res.name] = e.rc
@@ -670,6 +672,28 @@ RESOURCE_COMMANDS: dict[str, Callable[[Planner, Resource, Invocation], int]] = {
 }
 
 
+def sh_status(cfg: Config, node: str, inv: Invocation) -> int:
+    """8.4's ``drbdadm sh-status``: shell variables for every resource of this host (names
+    given are ignored, as drbdadm-84 ignores them), each volume's from ``drbdsetup
+    sh-status``; the OCF resource agent and drbd-overview eval this."""
+    if inv.targets:
+        print("This command will ignore resource names!", file=sys.stderr)
+    if not inv.dry_run:
+        print(f"_drbd_version={DRBDADM_VERSION}\n_drbd_api=1")
+        print(f"_config_file={_shell_escaped(os.path.abspath(inv.config_path))}\n\n")
+    for res in cfg.resources_for(node):
+        print(f"_conf_res_name={_shell_escaped(res.name)}")
+        print(f"_conf_file_line={_shell_escaped(res.file)}:{res.line}\n")
+        print("_stacked_on=\n_stacked_on_device=\n_stacked_on_minor=")
+        for vol in res.host_for(node).volumes:
+            print(f"_conf_volume={vol.vnr}")
+            try:
+                run_steps([Step("drbdsetup", ["sh-status", str(vol.minor)])], inv.dry_run)
+            except Failed as e:
+                return e.rc
+    return 0
+
+
 def _shell_escaped(word: str) -> str:
     """A word as drbdadm's dry run prints it: shell metacharacters and blanks escaped."""
     return "".join(ch if ch.isalnum() or ch in "-_./=:,+@%" else "\\" + ch for ch in word)
@@ -766,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
             if inv.command == "sh-resources":
                 print(" ".join(r.name for r in cfg.resources_for(node)))
             return 0
+        if inv.command == "sh-status":
+            return sh_status(cfg, node, inv)
         if inv.command == "state":
             print("'drbdadm state' is deprecated, use 'drbdadm role' instead.", file=sys.stderr)
             inv.command = "role"

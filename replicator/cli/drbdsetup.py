@@ -16,6 +16,7 @@
     drbdsetup status [RES|all] [--verbose] [--statistics]
     drbdsetup events2 [RES|all] [--now] [--statistics] [--timestamps] [--full]
     drbdsetup role|cstate|dstate MINOR
+    drbdsetup sh-status MINOR                            (shell variables for scripts)
     drbdsetup show [RES|all]
 
 drbdsetup knows no configuration file: drbdadm turns drbd.conf into these calls.
@@ -462,6 +463,13 @@ def cmd_state_query(render: Any) -> Any:
     return run
 
 
+def cmd_sh_status(args: list[str], opts: dict) -> int:
+    _need(args, 1, "sh-status MINOR")
+    minor, res = _minor_target(args[0])
+    print(report.sh_status(minor, None if res is None else _snap(res)), end="")
+    return 0
+
+
 CONNECTED_OR_SYNCING = {"Connected", "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT",
                        "WFSyncUUID", "SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT",
                        "VerifyS", "VerifyT", "Ahead", "Behind"}
@@ -533,6 +541,7 @@ COMMANDS = {
     "role": cmd_state_query(report.role),
     "cstate": cmd_state_query(report.cstate),
     "dstate": cmd_state_query(report.dstate),
+    "sh-status": cmd_sh_status,
     "show": cmd_show,
     "get-gi": cmd_gi(show=False),
     "show-gi": cmd_gi(show=True),
@@ -553,7 +562,8 @@ OPTIONS: dict[str, set[str]] = {
     "new-current-uuid": {"clear-bitmap"}, "suspend-io": set(), "resume-io": set(),
     "disconnect": {"force"}, "down": set(),
     "status": {"verbose", "statistics"}, "events2": {"now", "statistics", "timestamps", "full"},
-    "role": set(), "cstate": set(), "dstate": set(), "show": set(), "get-gi": set(),
+    "role": set(), "cstate": set(), "dstate": set(), "sh-status": set(), "show": set(),
+    "get-gi": set(),
     "show-gi": set(),
     "wait-connect": {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout",
                      "wait-after-sb"},

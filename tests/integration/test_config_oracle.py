@@ -265,7 +265,7 @@ DRY_RUNS = [["split-brain", "r0"], ["local-io-error", "minor-70"], ["out-of-sync
             ["dstate", "r0"], ["cstate", "r0"], ["role", "r0"], ["get-gi", "r0"],
             ["outdate", "r0"], ["disk-options", "--resync-rate", "10M", "r0"],
             ["net-options", "--protocol", "A", "r0"], ["primary", "--force", "r0"],
-            ["sh-b-pri", "all"]]
+            ["sh-b-pri", "all"], ["sh-status"], ["sh-status", "r0"], ["wait-connect", "r0"]]
 
 
 def test_dry_runs_match(tmp_path):
@@ -275,7 +275,7 @@ def test_dry_runs_match(tmp_path):
     conf = tmp_path / "drbd.conf"
     conf.write_text(f"""resource r0 {{
   handlers {{ split-brain "touch {mark}"; local-io-error "touch '{mark}' && halt -f"; }}
-  startup {{ become-primary-on node1; }}
+  startup {{ become-primary-on node1; wfc-timeout 7; }}
   on node1 {{ device /dev/drbd70; disk /tmp/d1.img; address 127.0.0.1:7870; meta-disk internal; }}
   on node2 {{ device /dev/drbd71; disk /tmp/d2.img; address 127.0.0.2:7870; meta-disk internal; }}
 }}

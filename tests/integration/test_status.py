@@ -205,3 +205,35 @@ def test_events2_now_and_streaming(pair: Cluster):
         ev.send_signal(signal.SIGINT)
         rc = ev.wait(timeout=10)
     assert rc == 0
+
+
+def sh_status_lines(n) -> list[str]:
+    """``drbdadm sh-status`` eval'd as the OCF resource agent does: one line per volume."""
+    script = ('_sh_status_process() { echo "$_res_name $_volume $_known $_cstate $_role '
+              '$_peer $_disk $_pdsk [$_flags_user_isp] [$_resynced_percent]"; }; '
+              f'eval "$({bin_path("drbdadm")} sh-status)"')
+    return subprocess.run(["bash", "-c", script], env=n.env, capture_output=True, text=True,
+                          check=True, timeout=60).stdout.splitlines()
+
+
+def test_sh_status_gives_the_ocf_agent_its_variables(pair: Cluster):
+    n1, n2 = pair.node1, pair.node2
+    assert sh_status_lines(n1) == ["r0 0 Configured Connected Secondary Secondary "
+                                   "Inconsistent Inconsistent [] []"]
+    n1.drbdadm("pause-sync", "r0")
+    n1.drbdadm("primary", "--force", "r0")
+    n1.wait_for(lambda s: s["conn"] == "PausedSyncS", what="PausedSyncS")
+    line = sh_status_lines(n1)[0]
+    m = re.fullmatch(r"r0 0 Configured PausedSyncS Primary Secondary UpToDate Inconsistent "
+                     r"\[1\] \[(\d+)\.(\d)\]", line)
+    assert m, line
+    assert int(m.group(1)) < 100
+    n1.drbdadm("resume-sync", "r0")
+    n1.drbdadm("disk-options", "--resync-rate=1000M", "r0")
+    for n in pair.nodes:
+        n.wait_for(lambda s: s["conn"] == "Connected" and s["pdsk"] == "UpToDate"
+                   and s["disk"] == "UpToDate", timeout=120, what="synced")
+    assert sh_status_lines(n2) == ["r0 0 Configured Connected Secondary Primary "
+                                   "UpToDate UpToDate [] []"]
+    n2.drbdadm("down", "r0")                      # not there: as 8.4 reports it (the
+    assert sh_status_lines(n2) == [" -1 NA Unconfigured     [] []"]   # rest is a comment)
