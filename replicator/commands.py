@@ -154,6 +154,9 @@ async def _replace_failed_disk(daemon: Any, obj: str, args: dict) -> Reply:
     if res.peer is None or res.state.conn != Conn.Connected or res.state.pdsk != Disk.UpToDate:
         return failure(obj, ERR_INVALID_REQUEST, "the disk of a Primary is replaced while "
                        "connected to an UpToDate peer (the new disk is synced from it)")
+    if res.state.suspended:         # (held requests would go on to the peer alone)
+        return failure(obj, ERR_INVALID_REQUEST, "I/O is suspended: 'drbdadm resume-io' "
+                       "first")
     try:
         await replace_failed_disk(daemon, args["disk"], args["meta_disk"],
                                   args.get("meta_index"), args.get("options") or {})
@@ -288,8 +291,7 @@ async def _secondary(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Secondary:
         return ok()
-    engine = res.device if res.device is not None else res.diskless
-    code, text = await engine.demote()
+    code, text = await res.engine().demote()
     return state_failure(obj, code, text) if code else ok()
 
 
@@ -442,10 +444,7 @@ async def disconnect(daemon: Any) -> None:
 async def _down(daemon: Any, args: dict) -> Reply:
     res = daemon.resource
     if res.state.role == Role.Primary:
-        if res.device is not None:
-            code, text = await res.device.demote()
-        else:
-            code, text = res.try_change("device", role=Role.Secondary)
+        code, text = await res.engine().demote()
         if code:
             return state_failure(daemon.name, code, text)
     await shutdown(daemon)

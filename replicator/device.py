@@ -83,6 +83,7 @@ class Device:
         self._sb_writer: trio.CancelScope | None = None
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
+        self._primary_on_disk = md.sb.has(MDF.PRIMARY_IND)    # as the last superblock written
         self.open_count = 0
         self.resize_lock = trio.Lock()        # one online resize at a time
         # fdatasync of the backing file: group commit, started early for fsync-heavy writers
@@ -460,8 +461,14 @@ class Device:
                 try:
                     async with self.resize_lock:      # not while the metadata moves
                         moves, image = self.md.moves, self.md.superblock_image()
+                        primary = self.md.sb.has(MDF.PRIMARY_IND)
+                        if self._primary_on_disk and not primary:
+                            # as 8.4 on a demote: the bitmap first. Once the flag is off
+                            # the disk, a crash no longer replays the activity log into it
+                            await self.syncer.flushing(self.flush_bitmap)
                         await self.syncer.flushing(self.md.write_superblock_image, image,
                                                    moves)
+                        self._primary_on_disk = primary
                 except OSError as e:
                     self.io_error("superblock write", e, meta=True)
                 except MetadataError as e:        # refused to write an invalid one
@@ -668,7 +675,7 @@ async def replace_failed_disk(daemon: Any, disk: str, meta_disk: str, meta_index
     dev.exposed_uuid = old.exposed_uuid
     dev.release = lambda: detach_device(daemon, force=True)
     await daemon.nursery.start(dev.superblock_writer)
-    if res.peer is None or res.peer.link is None or res.state.conn != Conn.Connected:
+    if res.peer is None or not res.peer.mirroring() or res.state.conn != Conn.Connected:
         await _close_disk(dev, clean=True)  # the connection dropped meanwhile: nothing to
         res.change("device", hard=True, disk=Disk.Diskless)    # sync the new disk from
         raise AttachError(*ERR_INVALID_REQUEST, "the connection to the peer was lost")
@@ -759,6 +766,10 @@ async def _detach_device(daemon: Any, force: bool, serve_diskless: bool) -> tupl
             res.validate(res.state.with_(disk=Disk.Diskless))
         except StateError as e:
             return e.code, e.text
+        s = res.state               # 8.4's cluster-wide change: a diskless Primary peer
+        if s.conn >= Conn.Connected and s.peer == Role.Primary and s.pdsk < Disk.Inconsistent:
+            res.log.device(f"State change failed: {NO_UP_TO_DATE_DISK[1]}")
+            return NO_UP_TO_DATE_DISK       # refuses to lose the only disk it has
     if dev.open_count:
         if dev.failed:                      # already without its disk: nothing to do
             return 0, ""
@@ -779,10 +790,11 @@ async def _detach_device(daemon: Any, force: bool, serve_diskless: bool) -> tupl
         res.change("device", hard=True, disk=Disk.Failed)
     await _close_disk(dev, clean=not dev.failed)
     res.device = None
-    engine = daemon.diskless.engine     # connected, it has the peer's data from here on
+    engine = daemon.diskless.engine     # connected, it shows the peer's data from here on
+    engine.exposed_uuid, engine.peer_size = dev.exposed_uuid, 0
     if res.state.conn >= Conn.Connected and res.state.pdsk >= Disk.Inconsistent:
-        engine.peer_size = dev.size()
-    engine.exposed_uuid = dev.exposed_uuid
+        engine.peer_size = dev.size()   # (the peer's new generation for its diskless
+        engine.exposed_uuid = res.peer.peer_uuids[0]   # Primary may have come meanwhile)
     res.change("device", hard=True, disk=Disk.Diskless)
     if serve_diskless:
         try:

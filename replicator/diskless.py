@@ -107,12 +107,12 @@ class DisklessEngine:
 
     async def adopt_size(self, size: int) -> None:
         """The connected peer's device size is this device's (8.4's receive_sizes on a
-        diskless node), when connecting and after an online resize. It does not shrink
-        while the device is open: a loop device on it would lose its tail."""
-        if size == self.peer_size or (self.open_count and size < self.peer_size):
+        diskless node), when connecting and after an online resize; I/O beyond it fails."""
+        if size == self.peer_size:
             return
         self.peer_size = size
         self.log.device(f"size = {ppsize(size >> 10)} ({size >> 10} KB)")
+        self.res.notify("size", {"size": size})
         import fuseblk
         if fuseblk.serving(self):       # (else the next mount reads the size)
             from replicator import resize
@@ -140,13 +140,19 @@ class DisklessEngine:
             return errno.ENOMEDIUM          # (never connected: no size, no data)
         return open_error(s, writable)
 
+    def _within(self, offset: int, length: int) -> None:
+        if offset + length > self.peer_size:      # (the peer's device shrank meanwhile)
+            raise pyfuse3.FUSEError(errno.EIO)
+
     async def read(self, offset: int, length: int) -> bytes:
+        self._within(offset, length)
         data = await frozen_while_no_data(
             self.res, lambda: read_from_peer(self.res, offset, length))
         self.read_kib += length >> 10
         return data
 
     async def write(self, offset: int, data: Union[bytes, memoryview]) -> int:
+        self._within(offset, len(data))
         await frozen_while_no_data(self.res, lambda: write_to_peer(self.res, offset, data))
         self.written_kib += len(data) >> 10
         return len(data)

@@ -28,6 +28,6 @@ async def _resume_io(daemon: Any, args: dict) -> Reply:
     code, text = res.try_change("device", susp=False, susp_fen=False, susp_nod=False)
     if code:
         return state_failure(obj, code, text)
-    if res.state.disk < Disk.Inconsistent:    # no disk to retry on: frozen I/O fails (8.4)
-        res.fail_frozen_io()
-    return ok()
+    if res.state.disk < Disk.Inconsistent and res.state.pdsk < Disk.UpToDate:
+        res.fail_frozen_io()        # no data to retry on: frozen I/O fails (8.4; a diskless
+    return ok()                     # Primary's goes on through its UpToDate peer)

@@ -725,7 +725,14 @@ class Peer:
         marked, and the write goes through the activity log as a local one does (8.4), so
         that after a crash here the mark is restored from the log."""
         first, last = Bitmap.extents_of_range(off, len(data))
-        await dev.al_begin(first, last)
+        await dev.superblock_synced()       # the new generation and Primary flag first
+        try:
+            await dev.al_begin(first, last)
+        except OSError as e:
+            dev.bitmap.set_range(off, len(data))
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            dev.io_error("activity log", e, meta=True)
+            return
         try:
             await dev.syncer.write(data, off)
         except OSError as e:
@@ -785,8 +792,9 @@ class Peer:
             self.verify.stop()
             self.verify = None
             conn = Conn.Connected
-        if conn != Conn.Connected:
-            self.log.device(f"verify request of the peer ignored in state {conn.name}")
+        if conn != Conn.Connected or self._usable_disk() is None:
+            why = f"in state {conn.name}" if conn != Conn.Connected else "without a disk"
+            self.log.device(f"verify request of the peer ignored {why}")
             return
         verify.begin_target(self)
 

@@ -254,11 +254,11 @@ async def command(daemon: Any, opts: dict) -> tuple[int, str] | None:
     clean, forced = bool(opts.get("assume-clean")), bool(opts.get("assume-peer-has-space"))
     peer = res.peer
     connected = peer is not None and res.state.conn == Conn.Connected
-    if forced:                            # (8.4 takes the user's word connected or not,
-        dev.log.device("Resize while not connected was forced by the user!")   # e.g.
-        offer = 1 << 62                   # with a diskless peer, which offers nothing)
-    elif connected:
+    if connected:
         offer = peer.peer_offer if res.state.pdsk >= Disk.Inconsistent else 0
+    elif forced:
+        dev.log.device("Resize while not connected was forced by the user!")
+        offer = 1 << 62                   # the peer will have whatever we have
     else:
         offer = 0
     if connected:

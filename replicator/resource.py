@@ -45,8 +45,12 @@ class Resource:
         self._failed_frozen = 0       # resume-io calls that failed the frozen I/O
 
     # -- state machine -------------------------------------------------------------------
+    def engine(self) -> Any:
+        """What serves the device file now: the attached Device, else the diskless engine."""
+        return self.device if self.device is not None else self.diskless
+
     def device_open(self) -> bool:
-        engine = self.device if self.device is not None else self.diskless
+        engine = self.engine()
         return engine is not None and engine.open_count > 0
 
     def diskless_view(self) -> Any:

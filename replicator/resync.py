@@ -458,6 +458,8 @@ async def handle_unsolicited(peer: Any, frame) -> None:
     if frame.type == Msg.STATE_REQ:
         what = b.get("what")
         if what == "start-sync" and peer.resync is None:
+            if peer._usable_disk() is None:
+                raise ProtocolError("asked to resync, but no disk here")
             start_sync(peer, source=b.get("you", "source") == "source",
                        full=bool(b.get("full")), tell_peer=False,
                        starting=b.get("starting", False))

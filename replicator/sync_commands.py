@@ -11,8 +11,8 @@ from replicator import uuids as U
 from replicator.commands import (ERR_NO_DISK, Reply, check_minor, failure, handler, ok,
                                  state_failure)
 from replicator.protocol import Msg
-from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, NO_LOCAL_DISK, Conn,
-                               Disk, Role, StateError)
+from replicator.states import (LOWER_THAN_OUTDATED, NEED_CONNECTION, NO_LOCAL_DISK,
+                               NO_REMOTE_DISK, Conn, Disk, Role, StateError)
 
 ERR_PAUSE_IS_SET = (134, "Resync pause flag is already set")
 ERR_PAUSE_IS_CLEAR = (135, "Resync pause flag is already cleared")
@@ -74,6 +74,8 @@ async def _invalidate_remote(daemon: Any, args: dict) -> Reply:
         return state_failure(obj, *NEED_CONNECTION)
     if res.state.disk < Disk.UpToDate:
         return state_failure(obj, -2, "Need access to UpToDate data")
+    if res.state.pdsk < Disk.Inconsistent:                  # a diskless peer (8.4's state
+        return state_failure(obj, *NO_REMOTE_DISK)          # rules for StartingSyncS)
     resync.start_sync(peer, source=True, full=True, tell_peer=True, starting=True)
     return ok()
 
@@ -131,6 +133,8 @@ async def _verify(daemon: Any, args: dict) -> Reply:
         return err
     if res.peer is None or res.peer.link is None:
         return state_failure(obj, *NEED_CONNECTION)
+    if res.state.conn == Conn.Connected and res.state.pdsk < Disk.Inconsistent:
+        return state_failure(obj, *NO_REMOTE_DISK)          # (8.4's rules for VerifyS)
     code, text = verify.start(res.peer)
     return state_failure(obj, code, text) if code else ok()
 

@@ -121,6 +121,8 @@ class Verify:
 async def answer(peer: Any, b: dict) -> None:
     """VerifyT: digests of a range of my blocks."""
     off, length = int(b["off"]), int(b["len"])
+    if peer._usable_disk() is None:
+        raise ProtocolError("verify request, but no disk here")
     if length <= 0 or length > RANGE or off < 0 or off + length > peer.dev.size():
         raise ProtocolError(f"verify request {off}+{length} out of range")
     alg = peer.opts["verify-alg"]

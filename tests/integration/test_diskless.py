@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from pathlib import Path
+from threading import Thread
 
 import pytest
 
@@ -130,25 +132,42 @@ def test_a_node_that_never_had_a_disk_serves_as_primary(tmp_path: Path):
             n1.drbdadm("connect", "r0")
             for n in c.nodes:
                 n.wait_for(lambda s: s["conn"] == "Connected", what="reconnected")
-            os.pwrite(fd, block_for(seed, 0), 0)
+            n2.drbdadm("suspend-io", "r0")          # held, then through node1 (8.4 fails
+            held = Thread(target=os.pwrite, args=(fd, block_for(seed, 0), 0))  # only I/O
+            held.start()                            # that has no data to go on with)
+            held.join(0.5)
+            assert held.is_alive()
+            n2.drbdadm("resume-io", "r0")
+            held.join(10)
+            assert not held.is_alive()
             os.fsync(fd)
+
+            for cmd in ("verify", "invalidate-remote"):     # node2 has no disk (8.4: -5)
+                r = n1.drbdadm(cmd, "r0", check=False)
+                assert "(-5) Can not resync without remote disk" in r.stderr, cmd
+            r = n1.drbdadm("detach", "r0", check=False)      # node2 would lose its data
+            assert "(-2) Need access to UpToDate data" in r.stderr
+            assert n2.snapshot()["conn"] == "Connected"
         finally:
             os.close(fd)
         assert verify_on(n2, seed, [0] + offsets) == []      # read through node1
         size = n2.snapshot()["size_kib"]
         assert size == n1.snapshot()["size_kib"] and os.stat(n2.device).st_size == size << 10
-        os.truncate(n1.disk, 96 << 20)                       # node1's disk grows online
-        n1.drbdadm("resize", "r0")                            # node2 offers no room (8.4)
-        assert n1.snapshot()["size_kib"] == size
-        n1.drbdadm("--", "--assume-peer-has-space", "resize", "r0")
-        grown = n1.snapshot()["size_kib"]
-        assert grown > size
-        n2.wait_for(lambda s: s["size_kib"] == grown, what="node2 follows the resize")
-        assert os.stat(n2.device).st_size == grown << 10
-        assert in_log(n2, f"({grown} KB)")
         n2.drbdadm("secondary", "r0")
         n1.drbdadm("primary", "r0")
         assert verify_on(n1, seed, [0] + offsets) == []
+        os.truncate(n1.disk, 96 << 20)          # node1's disk grows; as in 8.4 a diskless
+        n1.drbdadm("resize", "r0")              # peer offers no room: grown only alone
+        assert n1.snapshot()["size_kib"] == size
+        n1.drbdadm("disconnect", "r0")
+        n1.drbdadm("--", "--assume-peer-has-space", "resize", "r0")
+        grown = n1.snapshot()["size_kib"]
+        assert grown > size
+        n1.drbdadm("connect", "r0")
+        n2.wait_for(lambda s: s["conn"] == "Connected" and s["size_kib"] == grown,
+                    what="node2 takes node1's new size")
+        assert os.stat(n2.device).st_size == grown << 10
+        assert in_log(n2, f"({grown} KB)")
     finally:
         c.cleanup()
 
@@ -182,10 +201,13 @@ def test_a_diskless_primary_in_use_gets_a_disk(tmp_path: Path):
         assert data_area_digest(n1, size) == data_area_digest(n2, size)
 
 
-def test_writes_of_a_diskless_primary_survive_a_crash_of_the_disk_node(tmp_path: Path):
+@pytest.mark.parametrize("demoted", [False, True])
+def test_writes_of_a_diskless_primary_survive_a_crash_of_the_disk_node(
+        tmp_path: Path, demoted: bool):
     """node1 holds the only copy of what node2 writes diskless: a kill -9 of node1 must not
     lose the marks saying node2's own disk lacks it (8.4 puts these writes through node1's
-    activity log), or node2's disk would be declared UpToDate without them."""
+    activity log, and writes the bitmap once node2 is Primary no more), or node2's disk
+    would be declared UpToDate without them."""
     with synced_pair(tmp_path) as c:
         n1, n2 = c.nodes
         detach_node2(c)
@@ -199,9 +221,14 @@ def test_writes_of_a_diskless_primary_survive_a_crash_of_the_disk_node(tmp_path:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if demoted:
+            n2.drbdadm("secondary", "r0")
+            n1.wait_for(lambda s: s["peer"] == "Secondary", what="node2 demoted")
+            time.sleep(0.5)                  # (its superblock without the Primary flag)
         n1.kill9()
         n2.wait_for(lambda s: s["conn"] != "Connected", what="node1 gone")
-        n2.drbdadm("secondary", "r0")
+        if not demoted:
+            n2.drbdadm("secondary", "r0")
         n1.drbdadm("up", "r0")
         for n in c.nodes:
             n.wait_for(lambda s: s["conn"] == "Connected", what="reconnected")
@@ -213,3 +240,28 @@ def test_writes_of_a_diskless_primary_survive_a_crash_of_the_disk_node(tmp_path:
         n1.drbdadm("down", "r0")
         n2.drbdadm("primary", "r0")
         assert verify_on(n2, seed, offsets) == []
+
+
+def test_a_primary_detached_while_connected_follows_its_peers_new_generation(tmp_path: Path):
+    """node2 starts a new data generation when node1's disk goes (node1 writes to node2's
+    disk alone from then on); node1 must show that one, or its next connect is refused
+    ("Can only connect to data with current UUID")."""
+    with synced_pair(tmp_path) as c:
+        n1, n2 = c.nodes
+        gen = n2.snapshot()["uuids"]
+        n1.drbdadm("detach", "r0")               # Primary, not in use: diskless from now
+        n2.wait_for(lambda s: s["pdsk"] == "Diskless" and s["uuids"] != gen,
+                    what="node2's new generation")
+        n1.drbdadm("disconnect", "r0")
+        n1.drbdadm("connect", "r0")
+        for n in c.nodes:
+            n.wait_for(lambda s: s["conn"] == "Connected", what="reconnected")
+        assert not in_log(n1, "Can only connect to data")
+        seed = os.urandom(8)
+        fd = os.open(n1.device, os.O_RDWR)
+        try:
+            os.pwrite(fd, block_for(seed, BLOCK), BLOCK)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert verify_on(n1, seed, [BLOCK]) == []
