@@ -83,6 +83,8 @@ class Device:
         self._sb_writer: trio.CancelScope | None = None
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
+        self.unmarked = 0                     # writes whose out-of-sync mark may be to come
+        self._all_marked = trio.Event()
         self._primary_on_disk = md.sb.has(MDF.PRIMARY_IND)    # as the last superblock written
         self.open_count = 0
         self.resize_lock = trio.Lock()        # one online resize at a time
@@ -128,17 +130,20 @@ class Device:
     async def _write(self, offset: int, data: bytes | memoryview) -> int:
         if self.failed:
             return await self._write_to_peer_only(offset, data)
+        self.unmarked += 1
+        marked = False
         t0 = latency.clock()
         length = len(data)
         first, last = Bitmap.extents_of_range(offset, length)
+        pending, release_al, timed = None, False, False
         try:
-            await self.al_begin(first, last)
-        except OSError as e:
-            self.io_error("activity log", e, meta=True)
-            return await self._write_to_peer_only(offset, data)
-        latency.begin()
-        pending, release_al = None, True
-        try:
+            try:
+                await self.al_begin(first, last)
+            except OSError as e:
+                self.io_error("activity log", e, meta=True)
+                return await self._write_to_peer_only(offset, data)
+            latency.begin()
+            release_al = timed = True
             peer = self.resource.peer
             if peer is not None and peer.mirroring():
                 pending = peer.submit_write(offset, data)   # queued before the local write:
@@ -153,6 +158,8 @@ class Device:
                     self.syncer.anticipate(self.resource.nursery)   # while the peer acks
             if pending is None or not local_ok:         # a copy is missing somewhere
                 self.bitmap.set_range(offset, length)
+            marked = True                   # (its wait for the ack may span a handshake)
+            self._marked()
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
                 alone = peer.alone_in_flight(pending)   # latency-bound: one at a time
                 await wait_polling(pending.done, ACK_POLL_NS if alone else 0)
@@ -161,11 +168,28 @@ class Device:
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
                 await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
+            if not marked:
+                self._marked()
             if release_al:
                 self.al_end(first, last)
-            latency.end(t0, pending)
+            if timed:
+                latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
+
+    def _marked(self) -> None:
+        """One write less whose out-of-sync mark may still be to come."""
+        self.unmarked -= 1
+        if not self.unmarked:
+            self._all_marked.set()
+            self._all_marked = trio.Event()
+
+    async def all_marked(self) -> None:
+        """Wait until every write begun so far has marked what its peer may lack: the
+        bitmap sent to a returning peer must hold those marks (8.4 sends it with
+        application I/O drained). Writes that find the peer back are mirrored instead."""
+        while self.unmarked:
+            await self._all_marked.wait()
 
     async def _write_local(self, offset: int, data: bytes | memoryview) -> bool:
         """pwrite all of it; False (after on-io-error did its part) if the disk failed."""
@@ -270,7 +294,13 @@ class Device:
         if self.failed:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
-        await self.al_begin(first, last)
+        self.unmarked += 1                  # (as a write's: see all_marked)
+        marked = False
+        try:
+            await self.al_begin(first, last)
+        except BaseException:
+            self._marked()
+            raise
         try:
             peer = self.resource.peer
             pending = None
@@ -281,11 +311,15 @@ class Device:
             await self.syncer.discard(offset, length)
             if pending is None:
                 self.bitmap.set_range(offset, length)
-            else:
+            marked = True
+            self._marked()
+            if pending is not None:
                 await pending.done.wait()
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
                 await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
+            if not marked:
+                self._marked()
             self.al_end(first, last)
 
     def may_open(self, writable: bool) -> int:

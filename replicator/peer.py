@@ -96,6 +96,7 @@ class Peer:
         self.peer_acked_upto = 0              # primary side: highest seq the peer acked
         self.since_barrier = 0
         self.flushes: dict[int, trio.Event] = {}
+        self.flush_sent: dict[int, float] = {}     # when each FLUSH in self.flushes left
         self.flush_ok: dict[int, bool] = {}   # answered sync flushes: did the peer's succeed
         self.flush_id = 0
         self.peer_uuids: list[int] = [0, 0, 0, 0]
@@ -232,6 +233,7 @@ class Peer:
         for ev in self.flushes.values():
             ev.set()
         self.flushes.clear()
+        self.flush_sent.clear()
         for ev, box in self.reads.values():
             box.append(None)
             ev.set()
@@ -593,9 +595,11 @@ class Peer:
             return
         while True:
             await trio.sleep(timeout)
-            oldest = next((p for p in self.tl.values() if not (
+            oldest = next((p.submitted for p in self.tl.values() if not (
                 p.done.is_set() if self.protocol == "A" else p.acked)), None)
-            waited = trio.current_time() - oldest.submitted if oldest is not None else 0
+            flush = next(iter(self.flush_sent.values()), None)   # (8.4: a flush is a request)
+            started = min((t for t in (oldest, flush) if t is not None), default=None)
+            waited = trio.current_time() - started if started is not None else 0
             if waited > ko * timeout:
                 self.log.resource_line(
                     f"Remote failed to finish a request within {int(waited * 1000)}ms > "
@@ -820,6 +824,7 @@ class Peer:
         self._retire_upto(int(b["upto"]))
         fid = int(b["id"])
         ev = self.flushes.pop(fid, None)
+        self.flush_sent.pop(fid, None)
         if fid in self.flush_ok:
             self.flush_ok[fid] = bool(b.get("ok", True))
         if ev is not None:
@@ -954,6 +959,7 @@ class Peer:
         ev = trio.Event()
         self.flushes[self.flush_id] = ev
         self.since_barrier = 0
+        self.flush_sent[self.flush_id] = trio.current_time()
         self.send(Msg.FLUSH, {"id": self.flush_id, "upto": self.seq, "sync": sync})
         return ev
 

@@ -20,6 +20,7 @@ import trio
 
 from replicator import handlers, rs_controller
 from replicator import uuids as U
+from replicator.link import LinkClosed
 from replicator.protocol import Msg, ProtocolError, payload_crc
 from replicator.states import Conn, Disk
 
@@ -92,6 +93,23 @@ class Resync:
             self._send_bitmap()
 
     def _send_bitmap(self) -> None:
+        """Our bitmap, once every write begun while the peer was away has marked its
+        blocks (Device.all_marked): a mark set after the bitmap left would be missed by
+        this resync, and the peer called UpToDate without the block."""
+        if self.dev.unmarked:
+            self.peer.nursery.start_soon(self._send_bitmap_when_marked)
+        else:
+            self._send_bitmap_now()
+
+    async def _send_bitmap_when_marked(self) -> None:
+        await self.dev.all_marked()
+        if self.peer.resync is self:
+            try:
+                self._send_bitmap_now()
+            except LinkClosed:
+                pass
+
+    def _send_bitmap_now(self) -> None:
         bm = self.dev.bitmap.to_bytes()
         n = len(bm)
         for off in range(0, max(n, 1), BITMAP_CHUNK):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -434,6 +435,29 @@ def test_a_peer_that_completes_no_write_is_expelled_after_ko_count(tmp_path: Pat
         assert verify_on(n2, seed, [0]) == []
 
 
+def test_a_peer_that_completes_no_flush_is_expelled_after_ko_count(tmp_path: Path):
+    """node2's flushes hang (it still answers pings: its fdatasync runs off its event
+    loop): as in 8.4, where a flush is a request like a write, ko-count x timeout
+    expels it and node1's fsync returns with its own disk's flush."""
+    conf = with_net("timeout 10; ko-count 2;")
+    with faulty_cluster(tmp_path, "node2", conf=conf) as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        disk.slow("fsync", 8)
+        start = time.monotonic()
+        write_blocks(n1, seed, [0, 64 * BLOCK])          # and its fsync
+        assert time.monotonic() - start < 7
+        assert in_log(n1, "Remote failed to finish a request within")
+        assert any("conn( Connected -> Timeout )" in m for m in n1.log_messages())
+        disk.heal()
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="reconnected")
+        fail_over_to_node2(c)
+        assert verify_on(n2, seed, [0, 64 * BLOCK]) == []
+
+
 @pytest.mark.parametrize("proto", ["B", "C"])
 def test_b_completes_a_write_once_node2_has_it_c_once_node2_wrote_it(tmp_path: Path, proto):
     """node2's disk takes 4 s per write. Under protocol B node1's write returns while
@@ -535,3 +559,32 @@ def test_a_primary_gets_a_new_disk_while_its_file_system_stays_mounted(tmp_path:
             n.drbdadm("down", "r0")
         assert data_area_digest(n1, size >> 10) == data_area_digest(n2, size >> 10)
 
+
+
+def test_a_write_still_on_its_way_to_the_disk_when_the_peer_returns_is_resynced(tmp_path):
+    """A write that began while node2 was away goes to node1's disk alone and marks its
+    block once written; node2 returning meanwhile must not get the bitmap before that
+    mark (8.4 sends it with application I/O drained), or the resync leaves the block out
+    and both sides call themselves UpToDate. Here the write waits behind node1's slow
+    superblock write (node2 left: a new generation) while the handshake runs."""
+    with faulty_cluster(tmp_path, "node1") as (c, (disk,)):
+        c.up_connected()
+        c.sync_from_node1()
+        n1, n2 = c.nodes
+        seed = os.urandom(8)
+        off = 40 << 20
+        write_blocks(n1, os.urandom(8), [off])          # a hot extent: no AL transaction
+        disk.slow("fsync", 3)
+        n2.drbdadm("disconnect", "r0")                  # node1 writes its superblock
+        n1.wait_for(lambda s: s["conn"] == "WFConnection", what="node2 away")
+        writer = threading.Thread(target=write_blocks, args=(n1, seed, [off]))
+        writer.start()                                  # waits behind that write
+        n2.drbdadm("connect", "r0")                     # the handshake meanwhile
+        writer.join(30)
+        assert not writer.is_alive()
+        disk.heal()
+        for n in c.nodes:
+            n.wait_for(in_sync, timeout=60, what="in sync")
+        n1.wait_for(lambda s: s["oos_kib"] == 0, timeout=10, what="no bit left")
+        size = n1.snapshot()["size_kib"]
+        assert data_area_digest(n1, size) == data_area_digest(n2, size)
