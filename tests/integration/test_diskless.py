@@ -186,6 +186,10 @@ def test_a_diskless_primary_in_use_gets_a_disk(tmp_path: Path):
             sh("mount", loop, str(mnt))
             try:
                 sums = files_in(mnt, "diskless")
+                n2.drbdadm("suspend-io", "r0")          # held I/O would skip the new disk
+                r = n2.drbdadm("attach", "r0", check=False)
+                assert r.returncode == 10 and "resume-io' first" in r.stderr
+                n2.drbdadm("resume-io", "r0")
                 n2.drbdadm("attach", "r0")
                 for n in c.nodes:
                     n.wait_for(in_sync, timeout=60, what="the disk synced")
