@@ -83,7 +83,7 @@ class Device:
         self._sb_writer: trio.CancelScope | None = None
         self._sb_wanted, self._sb_progress = trio.Event(), trio.Event()
         self._sb_version = self._sb_written = 0
-        self.unmarked = 0                     # writes whose out-of-sync mark may be to come
+        self.unmarked = 0                     # writes to this disk alone, not marked yet
         self._all_marked = trio.Event()
         self._primary_on_disk = md.sb.has(MDF.PRIMARY_IND)    # as the last superblock written
         self.open_count = 0
@@ -130,20 +130,17 @@ class Device:
     async def _write(self, offset: int, data: bytes | memoryview) -> int:
         if self.failed:
             return await self._write_to_peer_only(offset, data)
-        self.unmarked += 1
-        marked = False
         t0 = latency.clock()
         length = len(data)
         first, last = Bitmap.extents_of_range(offset, length)
-        pending, release_al, timed = None, False, False
         try:
-            try:
-                await self.al_begin(first, last)
-            except OSError as e:
-                self.io_error("activity log", e, meta=True)
-                return await self._write_to_peer_only(offset, data)
-            latency.begin()
-            release_al = timed = True
+            await self.al_begin(first, last)
+        except OSError as e:
+            self.io_error("activity log", e, meta=True)
+            return await self._write_to_peer_only(offset, data)
+        latency.begin()
+        pending, release_al = None, True
+        try:
             peer = self.resource.peer
             if peer is not None and peer.mirroring():
                 pending = peer.submit_write(offset, data)   # queued before the local write:
@@ -152,14 +149,18 @@ class Device:
                 if peer.protocol != "C":    # A, B: the extent stays in the activity log
                     release_al = False      # until the peer surely has the write
                     pending.on_retire = lambda: self.al_end(first, last)
-            local_ok = await self._write_local(offset, data)
-            if local_ok:
-                if pending is not None:     # an fsync-heavy writer: the local sync runs
-                    self.syncer.anticipate(self.resource.nursery)   # while the peer acks
-            if pending is None or not local_ok:         # a copy is missing somewhere
+            else:
+                self.unmarked += 1          # the peer will lack it: see all_marked
+            try:
+                local_ok = await self._write_local(offset, data)
+            finally:
+                if pending is None:
+                    self.bitmap.set_range(offset, length)
+                    self._marked()
+            if not local_ok:                # a copy is missing here
                 self.bitmap.set_range(offset, length)
-            marked = True                   # (its wait for the ack may span a handshake)
-            self._marked()
+            elif pending is not None:       # an fsync-heavy writer: the local sync runs
+                self.syncer.anticipate(self.resource.nursery)   # while the peer acks
             if pending is not None and not (peer.protocol == "A" and pending.done.is_set()):
                 alone = peer.alone_in_flight(pending)   # latency-bound: one at a time
                 await wait_polling(pending.done, ACK_POLL_NS if alone else 0)
@@ -168,26 +169,24 @@ class Device:
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
                 await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
-            if not marked:
-                self._marked()
             if release_al:
                 self.al_end(first, last)
-            if timed:
-                latency.end(t0, pending)
+            latency.end(t0, pending)
         self.written_kib += length >> 10
         return length
 
     def _marked(self) -> None:
-        """One write less whose out-of-sync mark may still be to come."""
+        """One write less that went to this disk alone and has not marked its blocks."""
         self.unmarked -= 1
         if not self.unmarked:
             self._all_marked.set()
             self._all_marked = trio.Event()
 
     async def all_marked(self) -> None:
-        """Wait until every write begun so far has marked what its peer may lack: the
-        bitmap sent to a returning peer must hold those marks (8.4 sends it with
-        application I/O drained). Writes that find the peer back are mirrored instead."""
+        """Wait until every write that went to this disk alone has marked its blocks out of
+        sync: the bitmap sent to a returning peer must hold them (8.4 drains application
+        I/O for it). Once the state is a mirroring one, new writes go to the peer and are
+        not counted, so this ends."""
         while self.unmarked:
             await self._all_marked.wait()
 
@@ -294,13 +293,7 @@ class Device:
         if self.failed:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         first, last = Bitmap.extents_of_range(offset, length)
-        self.unmarked += 1                  # (as a write's: see all_marked)
-        marked = False
-        try:
-            await self.al_begin(first, last)
-        except BaseException:
-            self._marked()
-            raise
+        await self.al_begin(first, last)
         try:
             peer = self.resource.peer
             pending = None
@@ -308,18 +301,19 @@ class Device:
                 pending = peer.submit_discard(offset, length)
                 if peer.resync is not None:
                     peer.resync.app_write(offset, length)
-            await self.syncer.discard(offset, length)
-            if pending is None:
-                self.bitmap.set_range(offset, length)
-            marked = True
-            self._marked()
+            else:
+                self.unmarked += 1          # (as a write's: see all_marked)
+            try:
+                await self.syncer.discard(offset, length)
+            finally:
+                if pending is None:
+                    self.bitmap.set_range(offset, length)
+                    self._marked()
             if pending is not None:
                 await pending.done.wait()
             if (pending is None or pending.lost) and self.resource.state.susp_fen:
                 await thawed(self.resource)     # the peer lacks it: not done before it is fenced
         finally:
-            if not marked:
-                self._marked()
             self.al_end(first, last)
 
     def may_open(self, writable: bool) -> int:
