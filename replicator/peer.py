@@ -712,31 +712,13 @@ class Peer:
         if dev is None:
             self.send(Msg.NEG_ACK, {"seq": seq})
             return
-        off = self._checked_range(b["off"], len(data), "write")
-        if self.res.state.pdsk < Disk.Inconsistent:   # the Primary has no disk: ours is the
-            await self._write_only_copy(dev, off, data, seq)    # only copy
-            return
-        try:
-            await dev.syncer.write(data, off)
-        except OSError as e:
-            self.send(Msg.NEG_ACK, {"seq": seq})
-            dev.io_error("write", e)
-            return
-        self._wrote(dev, off, len(data), seq)
-
-    async def _write_only_copy(self, dev: Any, off: int, data: memoryview, seq: int) -> None:
-        """A diskless Primary's write: its own disk, once back, lacks it. The block is
-        marked, and the write goes through the activity log as a local one does (8.4), so
-        that after a crash here the mark is restored from the log."""
-        first, last = Bitmap.extents_of_range(off, len(data))
-        await dev.superblock_synced()       # the new generation and Primary flag first
-        try:
-            await dev.al_begin(first, last)
-        except OSError as e:
-            dev.bitmap.set_range(off, len(data))
-            self.send(Msg.NEG_ACK, {"seq": seq})
-            dev.io_error("activity log", e, meta=True)
-            return
+        length = len(data)
+        off = self._checked_range(b["off"], length, "write")
+        extents = None
+        if self.res.state.pdsk < Disk.Inconsistent:     # the Primary has no disk
+            extents = await self._begin_only_copy(dev, off, length, seq)
+            if extents is None:
+                return
         try:
             await dev.syncer.write(data, off)
         except OSError as e:
@@ -744,16 +726,31 @@ class Peer:
             dev.io_error("write", e)
             return
         finally:
-            dev.bitmap.set_range(off, len(data))
-            dev.al_end(first, last)
-        self._wrote(dev, off, len(data), seq)
-
-    def _wrote(self, dev: Any, off: int, length: int, seq: int) -> None:
+            if extents is not None:
+                dev.bitmap.set_range(off, length)
+                dev.al_end(*extents)
         dev.written_kib += length >> 10
         self.nr_kib += length >> 10
         if self.resync is not None:
             self.resync.app_write(off, length)
         self.written_upto = seq
+
+    async def _begin_only_copy(self, dev: Any, off: int, length: int,
+                               seq: int) -> tuple[int, int] | None:
+        """A diskless Primary's write: its own disk, once back, lacks it, so the block is
+        marked, and the write goes through the activity log as a local one does (8.4):
+        after a crash here the mark is restored from the log. Returns the extents to end
+        once written; None (answered, the disk detached) if the log could not be written."""
+        first, last = Bitmap.extents_of_range(off, length)
+        await dev.superblock_synced()       # the new generation and Primary flag first
+        try:
+            await dev.al_begin(first, last)
+        except OSError as e:
+            dev.bitmap.set_range(off, length)
+            self.send(Msg.NEG_ACK, {"seq": seq})
+            dev.io_error("activity log", e, meta=True)
+            return None
+        return first, last
 
     async def _on_discard(self, b: dict) -> None:
         seq, length = int(b["seq"]), int(b["len"])

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.loopdev import loop_device
 from tests.integration.nodes import WALKTHROUGH_CONF, Cluster, Node, in_sync, synced_pair
-from tests.integration.test_disk_errors import files_in, in_log
+from tests.integration.test_disk_errors import files_in, in_log, write_blocks
 from tests.integration.test_durability import BLOCK, block_for, verify_on
 from tests.integration.test_single_node import check_files
 from tests.integration.test_two_nodes import data_area_digest, sh
@@ -218,13 +218,7 @@ def test_writes_of_a_diskless_primary_survive_a_crash_of_the_disk_node(
         n2.drbdadm("primary", "r0")
         seed = os.urandom(8)
         offsets = [i * 1031 * BLOCK for i in range(12)]   # a few 4 MiB extents apart
-        fd = os.open(n2.device, os.O_RDWR)
-        try:
-            for off in offsets:
-                os.pwrite(fd, block_for(seed, off), off)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_blocks(n2, seed, offsets)
         if demoted:
             n2.drbdadm("secondary", "r0")
             n1.wait_for(lambda s: s["peer"] == "Secondary", what="node2 demoted")
@@ -262,10 +256,5 @@ def test_a_primary_detached_while_connected_follows_its_peers_new_generation(tmp
             n.wait_for(lambda s: s["conn"] == "Connected", what="reconnected")
         assert not in_log(n1, "Can only connect to data")
         seed = os.urandom(8)
-        fd = os.open(n1.device, os.O_RDWR)
-        try:
-            os.pwrite(fd, block_for(seed, BLOCK), BLOCK)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_blocks(n1, seed, [BLOCK])
         assert verify_on(n1, seed, [BLOCK]) == []
